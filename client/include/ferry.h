@@ -1,0 +1,223 @@
+/*
+ * ferry.h — the public API of libferry, the client of ferryd.
+ *
+ * Every function returns 0 (or a count) on success and a negative FERRY_E*
+ * code on failure; ferry_last_error() then holds one plain sentence saying
+ * what went wrong (the daemon's own message when the daemon refused).
+ * The library never prints, exits or aborts. Strings returned through
+ * `char **` out-parameters are owned by the caller and freed with ferry_free().
+ * A struct ferry_client is not thread-safe: use one per thread.
+ */
+#ifndef FERRY_H
+#define FERRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FERRY_VERSION_STRING "0.1.0"
+
+/* XX(suffix, value, wire name, message): one table for codes, names, messages. */
+#define FERRY_ERRNO_MAP(XX)                                                                        \
+        XX(EINVAL, -1, "invalid_argument", "invalid argument")                                     \
+        XX(ENOTFOUND, -2, "not_found", "not found")                                                \
+        XX(EEXIST, -3, "exists", "already exists")                                                 \
+        XX(ENOSPC, -4, "no_space", "spool or disk full")                                           \
+        XX(EPROTO, -5, "protocol_error", "malformed message")                                      \
+        XX(EVERSION, -6, "protocol_mismatch", "protocol version mismatch")                         \
+        XX(EUNKNOWNOP, -7, "unknown_op", "unknown operation")                                      \
+        XX(EIO, -8, "io_error", "input/output error")                                              \
+        XX(ECONNECT, -9, "connect_failed", "cannot connect to ferryd")                             \
+        XX(ETIMEDOUT, -10, "timeout", "timed out")                                                 \
+        XX(ECLOSED, -11, "connection_closed", "connection closed by ferryd")                       \
+        XX(ENOMEM, -12, "out_of_memory", "out of memory")                                          \
+        XX(EPERM, -13, "permission_denied", "permission denied")                                   \
+        XX(ENOTREADY, -14, "not_ready", "artifact version not ready")                              \
+        XX(EBACKEND, -15, "backend_error", "backend error")                                        \
+        XX(EINTERNAL, -16, "internal", "internal error")                                           \
+        XX(ETOOBIG, -17, "frame_too_large", "message too large")                                   \
+        XX(EBUSY, -18, "busy", "ferryd is busy")                                                   \
+        XX(EUNSAFE, -19, "unsafe_path", "path escapes the target directory")                       \
+        XX(EFAILED, -20, "failed", "operation failed")
+
+enum ferry_errno {
+#define FERRY_ERRNO_ENUM(suffix, value, name, msg) FERRY_##suffix = value,
+        FERRY_ERRNO_MAP(FERRY_ERRNO_ENUM)
+#undef FERRY_ERRNO_ENUM
+};
+
+/* Message for a FERRY_E* code; "unknown error" for anything else. Never NULL. */
+const char *ferry_strerror(int err);
+/* Wire name of a FERRY_E* code ("invalid_argument", ...); "unknown" otherwise. */
+const char *ferry_err_name(int err);
+/* The code for a wire name; FERRY_EINTERNAL for names this version does not know. */
+int ferry_err_from_name(const char *name);
+
+/* Free a string or buffer that libferry handed to the caller. */
+void ferry_free(void *ptr);
+
+/* ---- connection --------------------------------------------------------- */
+
+struct ferry_client;
+
+/*
+ * Write the socket path used when none is given: $FERRY_SOCKET, else
+ * $XDG_RUNTIME_DIR/ferry/ferryd.sock, else /tmp/ferry-$UID/ferryd.sock.
+ * Return 0, or FERRY_EINVAL when `len` is too small.
+ */
+int ferry_default_socket_path(char *buf, size_t len);
+
+/*
+ * Connect to ferryd at `socket_path` (NULL: the default) and say hello.
+ * Waits at most `timeout_ms` (<= 0: 10 s). On success *out owns the connection.
+ * On failure *out is still set (so that ferry_last_error() can be read) unless
+ * memory ran out; close it with ferry_close().
+ */
+int ferry_connect(struct ferry_client **out, const char *socket_path, int timeout_ms);
+void ferry_close(struct ferry_client *client);
+/* The sentence describing the last failure on this client; "" if none. */
+const char *ferry_last_error(const struct ferry_client *client);
+/* Daemon facts from the hello reply: "local" or "comet". */
+const char *ferry_backend_name(const struct ferry_client *client);
+/*
+ * Time limit for the replies of the typed requests below (ferry_stage,
+ * ferry_log, ferry_experiment_*, ferry_status, ferry_get, ferry_download);
+ * <= 0: none, the default. ferry_call and ferry_wait take their own limit.
+ * After a timeout the connection stays usable: the late reply is skipped.
+ */
+void ferry_set_timeout(struct ferry_client *client, int timeout_ms);
+
+/*
+ * Generic request: send `op` with the fields of the JSON object `args_json`
+ * (NULL: none), wait at most `timeout_ms` (<= 0: no limit) for the reply.
+ * On success *reply_json (if not NULL) receives the whole reply object.
+ * On a refusal the daemon's code is returned and its message is in
+ * ferry_last_error(); *reply_json is then NULL.
+ */
+int ferry_call(struct ferry_client *client, const char *op, const char *args_json,
+               int timeout_ms, char **reply_json);
+
+/* ---- artifacts ---------------------------------------------------------- */
+
+/*
+ * The artifact builder validates every value as it is added; a refused value
+ * leaves the artifact unchanged and its message in ferry_artifact_last_error().
+ */
+struct ferry_artifact;
+
+/*
+ * A new artifact version description. `type` may be NULL (the daemon's
+ * default, "other"). Like ferry_connect(), on a refusal *out is still set so
+ * that the message can be read; free it with ferry_artifact_free().
+ */
+int ferry_artifact_new(struct ferry_artifact **out, const char *name, const char *type);
+void ferry_artifact_free(struct ferry_artifact *artifact);
+/* The sentence describing the last refusal of this artifact's builder; "" if none. */
+const char *ferry_artifact_last_error(const struct ferry_artifact *artifact);
+/* Strict semver ("1.2.3", "1.0.0-rc.1"); NULL lets the backend pick the next major. */
+int ferry_artifact_set_version(struct ferry_artifact *artifact, const char *version);
+/* Aliases and version tags: 1..100 bytes, no control characters; a repeat is a no-op. */
+int ferry_artifact_add_alias(struct ferry_artifact *artifact, const char *alias);
+int ferry_artifact_add_tag(struct ferry_artifact *artifact, const char *tag);
+/* `json_object` must be a JSON object (NULL: none); it replaces earlier metadata. */
+int ferry_artifact_set_metadata(struct ferry_artifact *artifact, const char *json_object);
+/*
+ * Add a local file, or every regular file below a directory (logical paths
+ * relative to it, under `logical_path` when given). `logical_path` NULL: the
+ * file's base name. A logical path already present is FERRY_EEXIST unless
+ * `overwrite`, in which case the new asset replaces the earlier one.
+ * `metadata_json` NULL or a JSON object. The path is made absolute; a
+ * directory is walked in name order, following symbolic links to files (not
+ * to directories) and skipping anything that is not a regular file. A missing
+ * path is FERRY_ENOTFOUND, an unreadable one FERRY_EPERM; either way nothing
+ * of the directory is added.
+ */
+int ferry_artifact_add_file(struct ferry_artifact *artifact, const char *path,
+                            const char *logical_path, int overwrite, const char *metadata_json);
+/*
+ * Add a remote asset (a URI that is recorded, not uploaded). `logical_path`
+ * NULL: the URI's last path segment, or "remote".
+ */
+int ferry_artifact_add_remote(struct ferry_artifact *artifact, const char *uri,
+                              const char *logical_path, int overwrite, const char *metadata_json);
+/* Add data written into a staging file from ferry_stage(); `logical_path` is required. */
+int ferry_artifact_add_staged(struct ferry_artifact *artifact, const char *token,
+                              const char *logical_path, int overwrite, const char *metadata_json);
+/* Number of assets; the description as JSON (caller frees). */
+size_t ferry_artifact_asset_count(const struct ferry_artifact *artifact);
+int ferry_artifact_to_json(const struct ferry_artifact *artifact, char **json);
+
+/* ---- typed requests ----------------------------------------------------- */
+
+/*
+ * The JSON out-parameters of the typed requests hold the daemon's reply object
+ * without its "id" and "ok" members, as documented in proto/PROTOCOL.md.
+ */
+
+/*
+ * Ask the daemon for a staging file for in-memory data: *path is a file the
+ * caller writes (it is created empty, mode 0600), *token names it in
+ * ferry_artifact_add_staged(). Both freed with ferry_free().
+ */
+int ferry_stage(struct ferry_client *client, char **token, char **path);
+
+struct ferry_log_options {
+        const char *experiment; /* experiment key; NULL: a new experiment */
+        const char *workspace;  /* NULL: the daemon's configured workspace */
+        const char *project;    /* NULL: the daemon's configured project */
+};
+
+/*
+ * Log a version: returns once the daemon has committed it durably (files
+ * snapshotted into its spool). *job_id (if not NULL) receives the queue id.
+ */
+int ferry_log(struct ferry_client *client, const struct ferry_artifact *artifact,
+              const struct ferry_log_options *options, int64_t *job_id);
+/* As ferry_log(); *json receives the reply: {"job", "experiment", "assets", "bytes"}. */
+int ferry_log_json(struct ferry_client *client, const struct ferry_artifact *artifact,
+                   const struct ferry_log_options *options, char **json);
+
+/*
+ * Create an experiment; *key receives its key (32 hex characters). Any of
+ * `workspace`, `project` and `name` may be NULL. To share one experiment
+ * between processes, pass the key to the others, which adopt it with
+ * ferry_experiment_adopt() or ferry_log_options.experiment.
+ */
+int ferry_experiment_create(struct ferry_client *client, const char *workspace,
+                            const char *project, const char *name, char **key);
+/* Adopt the experiment `key` (32..50 letters and digits), recording it if it is new. */
+int ferry_experiment_adopt(struct ferry_client *client, const char *key, const char *workspace,
+                           const char *project, const char *name);
+
+/*
+ * Wait until the jobs (all jobs when njobs == 0) are no longer queued or
+ * running, or `timeout_ms` passes (<= 0: no limit). Returns 0 when drained
+ * without failures, FERRY_EFAILED when drained with failed jobs,
+ * FERRY_ETIMEDOUT on timeout. *reply_json (optional) gets the counts
+ * ({"drained", "pending", "failed"}) in these three cases.
+ */
+int ferry_wait(struct ferry_client *client, const int64_t *jobs, size_t njobs, int timeout_ms,
+               char **reply_json);
+
+/* Queue state, as the JSON object documented in proto/PROTOCOL.md. */
+int ferry_status(struct ferry_client *client, char **json);
+
+/* `spec` is [workspace/]name[:version_or_alias]. *json is the version. */
+int ferry_get(struct ferry_client *client, const char *spec, char **json);
+
+enum ferry_overwrite { FERRY_OVERWRITE_FAIL = 0, FERRY_OVERWRITE_PRESERVE, FERRY_OVERWRITE_REPLACE };
+
+/*
+ * Download the version named by `spec` into `dir` (created if missing by the
+ * daemon; a relative `dir` is taken relative to the current directory).
+ */
+int ferry_download(struct ferry_client *client, const char *spec, const char *dir,
+                   enum ferry_overwrite overwrite, char **json);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FERRY_H */

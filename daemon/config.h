@@ -1,0 +1,52 @@
+/* config.h — ferryd's settings: defaults, then the config file, then the environment, then flags. */
+#ifndef FERRY_CONFIG_H
+#define FERRY_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct config {
+        char socket_path[PATH_MAX]; /* FERRY_SOCKET, --socket */
+        char state_dir[PATH_MAX];   /* FERRY_STATE_DIR, --state-dir: queue.db, spool/, registry/ */
+        char config_file[PATH_MAX]; /* --config; "" when none was found */
+        char backend[16];           /* "local" or "comet" */
+        char workspace[128];        /* default workspace for logs that name none */
+        char project[128];          /* default project */
+        int64_t spool_budget;       /* bytes the spool may hold; 0 = no limit */
+        int64_t cache_budget;       /* bytes of the download cache */
+        int max_jobs;               /* versions delivered at once */
+        int max_transfers;          /* concurrent HTTP transfers */
+        int64_t retry_base_ms;      /* first backoff step */
+        int64_t retry_cap_ms;       /* largest backoff step */
+        int max_attempts;           /* transient failures before a job is parked as failed */
+        int max_clients;            /* connections served at once */
+        bool have_allow_gid;        /* another uid in this group may connect */
+        gid_t allow_gid;
+        /* Comet, read as Comet's SDK reads it. */
+        char comet_api_key[256];
+        char comet_url[512]; /* COMET_URL_OVERRIDE, e.g. https://www.comet.com/clientlib/ */
+        bool verify_tls;
+        char ca_file[PATH_MAX];
+        int64_t connect_timeout_s;
+        int64_t low_speed_time_s;
+};
+
+/*
+ * Fill `cfg` from defaults, the config file (`file`, else
+ * $XDG_CONFIG_HOME/ferry/ferryd.conf when present), Comet's own config
+ * (./.comet.config, ~/.comet.config), and the environment. Flags given on the
+ * command line are applied by the caller afterwards. Return 0, or -1 with a
+ * sentence in err.
+ */
+int config_load(struct config *cfg, const char *file, char *err, size_t errlen);
+
+/* Default socket path and state dir, as DESIGN.md names them. */
+void config_default_socket(char *buf, size_t len);
+void config_default_state_dir(char *buf, size_t len);
+
+/* Parse "10G", "512M", "1024" into bytes. 0 or -1. */
+int config_parse_size(const char *s, int64_t *out);
+
+#endif

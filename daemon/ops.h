@@ -1,0 +1,40 @@
+/*
+ * ops.h — the operations of PROTOCOL.md: one handler each, looked up in a table.
+ * A handler owns its struct request and ends it with request_reply() or
+ * request_fail(), at once or later (asynchronous ops hold the client).
+ */
+#ifndef FERRY_OPS_H
+#define FERRY_OPS_H
+
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+struct daemon;
+struct client;
+
+struct request {
+        struct daemon *d;
+        struct client *client; /* held (client_ref) until the request ends */
+        uint64_t id;
+        cJSON *msg; /* the request object, owned */
+};
+
+/* Route a request after hello; takes ownership of `msg`. */
+void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op,
+                  cJSON *msg);
+
+/* A reply object with "id" and "ok": true, to which results are added; NULL if out of memory. */
+cJSON *request_ok(struct request *req);
+/* Send `reply` (consumed; NULL means out of memory) and end the request. */
+void request_reply(struct request *req, cJSON *reply);
+/* Send an error reply and end the request. */
+void request_fail(struct request *req, int code, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* Handlers living in their own files. */
+void op_log(struct request *req);
+void op_get(struct request *req);
+void op_download(struct request *req);
+
+#endif

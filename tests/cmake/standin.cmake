@@ -1,0 +1,1 @@
+ferry_py_test(comet_standin test_comet_standin 120)
