@@ -66,7 +66,7 @@ static const struct command commands[];
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const struct command *cmd, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* Print "ferry: <sentence>" on stderr; return EXIT_FAIL. */
 static int fail(const char *fmt, ...)
@@ -151,6 +151,14 @@ static int command_help(const struct command *cmd)
         if (cmd->options != NULL)
                 printf("\noptions:\n%s", cmd->options);
         return 0;
+}
+
+/* The short usage for errors. */
+static int main_usage_error(void)
+{
+        fprintf(stderr, "usage: ferry [--socket PATH] COMMAND [ARGS]\n"
+                        "Run 'ferry --help' for the commands.\n");
+        return EXIT_USAGE;
 }
 
 static void main_usage(FILE *f)
@@ -441,21 +449,21 @@ static cJSON *failed_job(struct ferry_client *c, int64_t job)
 static int cmd_log(const struct command *cmd, struct cli *cli, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"type", required_argument, NULL, OPT_TYPE},
-                {"version", required_argument, NULL, OPT_VERSION},
-                {"alias", required_argument, NULL, OPT_ALIAS},
-                {"tag", required_argument, NULL, OPT_TAG},
-                {"metadata", required_argument, NULL, OPT_METADATA},
-                {"remote", required_argument, NULL, OPT_REMOTE},
-                {"logical-path", required_argument, NULL, OPT_LOGICAL_PATH},
-                {"experiment", required_argument, NULL, OPT_EXPERIMENT},
-                {"workspace", required_argument, NULL, OPT_WORKSPACE},
-                {"project", required_argument, NULL, OPT_PROJECT},
-                {"wait", no_argument, NULL, OPT_WAIT},
-                {"timeout", required_argument, NULL, OPT_TIMEOUT},
-                {"json", no_argument, NULL, OPT_JSON},
-                {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
+            {"type", required_argument, NULL, OPT_TYPE},
+            {"version", required_argument, NULL, OPT_VERSION},
+            {"alias", required_argument, NULL, OPT_ALIAS},
+            {"tag", required_argument, NULL, OPT_TAG},
+            {"metadata", required_argument, NULL, OPT_METADATA},
+            {"remote", required_argument, NULL, OPT_REMOTE},
+            {"logical-path", required_argument, NULL, OPT_LOGICAL_PATH},
+            {"experiment", required_argument, NULL, OPT_EXPERIMENT},
+            {"workspace", required_argument, NULL, OPT_WORKSPACE},
+            {"project", required_argument, NULL, OPT_PROJECT},
+            {"wait", no_argument, NULL, OPT_WAIT},
+            {"timeout", required_argument, NULL, OPT_TIMEOUT},
+            {"json", no_argument, NULL, OPT_JSON},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         const char *type = NULL, *version = NULL, *metadata = NULL, *logical = NULL;
         struct ferry_log_options lo = {NULL, NULL, NULL};
@@ -579,11 +587,10 @@ static int cmd_log(const struct command *cmd, struct cli *cli, int argc, char **
                 goto out;
         job = jint(rep, "job", -1);
         if (!json)
-                printf("logged %s%s%s (%lld asset%s, %s) as job %lld\n", name,
-                       version ? " " : "", version ? version : "", jint(rep, "assets", 0),
-                       plural(jint(rep, "assets", 0)),
-                       fmt_bytes(size, sizeof(size), (double)jint(rep, "bytes", 0)),
-                       (long long)job);
+                printf(
+                    "logged %s%s%s (%lld asset%s, %s) as job %lld\n", name, version ? " " : "",
+                    version ? version : "", jint(rep, "assets", 0), plural(jint(rep, "assets", 0)),
+                    fmt_bytes(size, sizeof(size), (double)jint(rep, "bytes", 0)), (long long)job);
         if (!wait) {
                 if (json)
                         print_json(rep);
@@ -640,9 +647,9 @@ static int json_only_options(const struct command *cmd, int argc, char **argv, b
                              int *status)
 {
         static const struct option opts[] = {
-                {"json", no_argument, NULL, OPT_JSON},
-                {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
+            {"json", no_argument, NULL, OPT_JSON},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         int ch;
 
@@ -781,9 +788,9 @@ static void print_items(const cJSON *items, const char *state)
 static int cmd_ls(const struct command *cmd, struct cli *cli, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"json", no_argument, NULL, OPT_JSON}, {"all", no_argument, NULL, OPT_ALL},
-                {"failed", no_argument, NULL, OPT_FAILED}, {"done", no_argument, NULL, OPT_DONE},
-                {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0},
+            {"json", no_argument, NULL, OPT_JSON},     {"all", no_argument, NULL, OPT_ALL},
+            {"failed", no_argument, NULL, OPT_FAILED}, {"done", no_argument, NULL, OPT_DONE},
+            {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
         };
         const char *state = NULL;
         struct ferry_client *c = NULL;
@@ -890,10 +897,10 @@ static int wait_with_progress(struct ferry_client *c, int timeout_ms, char **rep
 static int cmd_wait(const struct command *cmd, struct cli *cli, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"timeout", required_argument, NULL, OPT_TIMEOUT},
-                {"json", no_argument, NULL, OPT_JSON},
-                {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
+            {"timeout", required_argument, NULL, OPT_TIMEOUT},
+            {"json", no_argument, NULL, OPT_JSON},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         struct ferry_client *c = NULL;
         bool json = false;
@@ -954,10 +961,10 @@ static int cmd_wait(const struct command *cmd, struct cli *cli, int argc, char *
 static int cmd_retry(const struct command *cmd, struct cli *cli, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"all", no_argument, NULL, OPT_ALL},
-                {"json", no_argument, NULL, OPT_JSON},
-                {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
+            {"all", no_argument, NULL, OPT_ALL},
+            {"json", no_argument, NULL, OPT_JSON},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         struct ferry_client *c = NULL;
         bool all = false, json = false;
@@ -1124,7 +1131,8 @@ static void print_download(const cJSON *d, const char *spec)
         cJSON_ArrayForEach(it, files)
         {
                 if (jstr(it, "note") != NULL)
-                        printf("  %s: %s\n", jstr(it, "logical_path") ? jstr(it, "logical_path") : "?",
+                        printf("  %s: %s\n",
+                               jstr(it, "logical_path") ? jstr(it, "logical_path") : "?",
                                jstr(it, "note"));
         }
 }
@@ -1132,10 +1140,10 @@ static void print_download(const cJSON *d, const char *spec)
 static int cmd_download(const struct command *cmd, struct cli *cli, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"overwrite", required_argument, NULL, OPT_OVERWRITE},
-                {"json", no_argument, NULL, OPT_JSON},
-                {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
+            {"overwrite", required_argument, NULL, OPT_OVERWRITE},
+            {"json", no_argument, NULL, OPT_JSON},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         enum ferry_overwrite mode = FERRY_OVERWRITE_FAIL;
         struct ferry_client *c = NULL;
@@ -1196,13 +1204,13 @@ static int cmd_download(const struct command *cmd, struct cli *cli, int argc, ch
 static int cmd_experiment(const struct command *cmd, struct cli *cli, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"workspace", required_argument, NULL, OPT_WORKSPACE},
-                {"project", required_argument, NULL, OPT_PROJECT},
-                {"name", required_argument, NULL, OPT_NAME},
-                {"key", required_argument, NULL, OPT_KEY},
-                {"json", no_argument, NULL, OPT_JSON},
-                {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
+            {"workspace", required_argument, NULL, OPT_WORKSPACE},
+            {"project", required_argument, NULL, OPT_PROJECT},
+            {"name", required_argument, NULL, OPT_NAME},
+            {"key", required_argument, NULL, OPT_KEY},
+            {"json", no_argument, NULL, OPT_JSON},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         struct ferry_client *c = NULL;
         bool json = false;
@@ -1295,65 +1303,65 @@ static int cmd_help(const struct command *cmd, struct cli *cli, int argc, char *
 }
 
 static const struct command commands[] = {
-        {"log", cmd_log, "NAME PATH... [options]",
-         "log an artifact version: files, directories and remote URIs",
-         "  --type T            artifact type (default: other)\n"
-         "  --version V         strict semantic version (default: the backend's next)\n"
-         "  --alias A           an alias; repeatable\n"
-         "  --tag T             a version tag; repeatable\n"
-         "  --metadata JSON     version metadata, a JSON object\n"
-         "  --remote URI        a remote asset (recorded, not uploaded); repeatable\n"
-         "  --logical-path P    the name of the one file PATH, or the prefix of the one\n"
-         "                      directory PATH\n"
-         "  --experiment KEY    log into this experiment (see `ferry experiment`)\n"
-         "  --workspace W       workspace (default: ferryd's configuration)\n"
-         "  --project P         project (default: ferryd's configuration)\n"
-         "  --wait              wait until the version is delivered; exit 1 if it fails\n"
-         "  --timeout SECONDS   give up waiting after this long (with --wait)\n"
-         "  --json              print the reply as JSON\n"},
-        {"status", cmd_status, "[--json]",
-         "queue counts, bytes, rate, online/offline, last error, failed items",
-         "  --json              print the reply as JSON\n"},
-        {"ls", cmd_ls, "[--all|--failed|--done] [--json]",
-         "list queued, running and failed items (oldest first)",
-         "  --all               every item, delivered ones too\n"
-         "  --failed            failed items only\n"
-         "  --done              delivered items only\n"
-         "  --json              print the reply as JSON\n"},
-        {"wait", cmd_wait, "[--timeout SECONDS] [--json]",
-         "wait until the queue is drained; exit 1 on timeout or failed items",
-         "  --timeout SECONDS   give up after this long (default: never)\n"
-         "  --json              print the reply as JSON\n"},
-        {"retry", cmd_retry, "ID|--all [--json]", "requeue a failed item, or all of them",
-         "  --all               requeue every failed item\n"
-         "  --json              print the reply as JSON\n"},
-        {"get", cmd_get, "[WORKSPACE/]NAME[:VERSION_OR_ALIAS] [--json]",
-         "show an artifact version (the latest without VERSION_OR_ALIAS)",
-         "  --json              print the reply as JSON\n"},
-        {"download", cmd_download,
-         "[WORKSPACE/]NAME[:VERSION_OR_ALIAS] DIR [--overwrite MODE] [--json]",
-         "download an artifact version's files into DIR (created if missing)",
-         "  --overwrite MODE    for files already in DIR: fail (default; identical files\n"
-         "                      are kept), preserve or overwrite\n"
-         "  --json              print the reply as JSON\n"},
-        {"experiment", cmd_experiment, "[--workspace W] [--project P] [--name N] [--key K]",
-         "print a new experiment key, to share one experiment between processes",
-         "  --workspace W       workspace (default: ferryd's configuration)\n"
-         "  --project P         project (default: ferryd's configuration)\n"
-         "  --name N            experiment name\n"
-         "  --key K             adopt this key (32 to 50 letters and digits)\n"
-         "  --json              print the reply as JSON\n"},
-        {"help", cmd_help, "[COMMAND]", "show this help, or a command's", NULL},
-        {NULL, NULL, NULL, NULL, NULL},
+    {"log", cmd_log, "NAME PATH... [options]",
+     "log an artifact version: files, directories and remote URIs",
+     "  --type T            artifact type (default: other)\n"
+     "  --version V         strict semantic version (default: the backend's next)\n"
+     "  --alias A           an alias; repeatable\n"
+     "  --tag T             a version tag; repeatable\n"
+     "  --metadata JSON     version metadata, a JSON object\n"
+     "  --remote URI        a remote asset (recorded, not uploaded); repeatable\n"
+     "  --logical-path P    the name of the one file PATH, or the prefix of the one\n"
+     "                      directory PATH\n"
+     "  --experiment KEY    log into this experiment (see `ferry experiment`)\n"
+     "  --workspace W       workspace (default: ferryd's configuration)\n"
+     "  --project P         project (default: ferryd's configuration)\n"
+     "  --wait              wait until the version is delivered; exit 1 if it fails\n"
+     "  --timeout SECONDS   give up waiting after this long (with --wait)\n"
+     "  --json              print the reply as JSON\n"},
+    {"status", cmd_status, "[--json]",
+     "queue counts, bytes, rate, online/offline, last error, failed items",
+     "  --json              print the reply as JSON\n"},
+    {"ls", cmd_ls, "[--all|--failed|--done] [--json]",
+     "list queued, running and failed items (oldest first)",
+     "  --all               every item, delivered ones too\n"
+     "  --failed            failed items only\n"
+     "  --done              delivered items only\n"
+     "  --json              print the reply as JSON\n"},
+    {"wait", cmd_wait, "[--timeout SECONDS] [--json]",
+     "wait until the queue is drained; exit 1 on timeout or failed items",
+     "  --timeout SECONDS   give up after this long (default: never)\n"
+     "  --json              print the reply as JSON\n"},
+    {"retry", cmd_retry, "ID|--all [--json]", "requeue a failed item, or all of them",
+     "  --all               requeue every failed item\n"
+     "  --json              print the reply as JSON\n"},
+    {"get", cmd_get, "[WORKSPACE/]NAME[:VERSION_OR_ALIAS] [--json]",
+     "show an artifact version (the latest without VERSION_OR_ALIAS)",
+     "  --json              print the reply as JSON\n"},
+    {"download", cmd_download,
+     "[WORKSPACE/]NAME[:VERSION_OR_ALIAS] DIR [--overwrite MODE] [--json]",
+     "download an artifact version's files into DIR (created if missing)",
+     "  --overwrite MODE    for files already in DIR: fail (default; identical files\n"
+     "                      are kept), preserve or overwrite\n"
+     "  --json              print the reply as JSON\n"},
+    {"experiment", cmd_experiment, "[--workspace W] [--project P] [--name N] [--key K]",
+     "print a new experiment key, to share one experiment between processes",
+     "  --workspace W       workspace (default: ferryd's configuration)\n"
+     "  --project P         project (default: ferryd's configuration)\n"
+     "  --name N            experiment name\n"
+     "  --key K             adopt this key (32 to 50 letters and digits)\n"
+     "  --json              print the reply as JSON\n"},
+    {"help", cmd_help, "[COMMAND]", "show this help, or a command's", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"socket", required_argument, NULL, OPT_SOCKET},
-                {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, OPT_VERSION},
-                {NULL, 0, NULL, 0},
+            {"socket", required_argument, NULL, OPT_SOCKET},
+            {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, OPT_VERSION},
+            {NULL, 0, NULL, 0},
         };
         struct cli cli = {NULL};
         const struct command *cmd;
@@ -1367,8 +1375,7 @@ int main(int argc, char **argv)
                 case OPT_SOCKET:
                         if (optarg[0] == '\0') {
                                 fprintf(stderr, "ferry: --socket needs a path\n");
-                                main_usage(stderr);
-                                return EXIT_USAGE;
+                                return main_usage_error();
                         }
                         cli.socket = optarg;
                         break;
@@ -1380,20 +1387,17 @@ int main(int argc, char **argv)
                         return 0;
                 default:
                         fprintf(stderr, "ferry: %s\n", option_error(ch, argv, msg, sizeof(msg)));
-                        main_usage(stderr);
-                        return EXIT_USAGE;
+                        return main_usage_error();
                 }
         }
         if (optind >= argc) {
                 fprintf(stderr, "ferry: no command given\n");
-                main_usage(stderr);
-                return EXIT_USAGE;
+                return main_usage_error();
         }
         cmd = command_find(argv[optind]);
         if (cmd == NULL) {
                 fprintf(stderr, "ferry: unknown command \"%s\"\n", argv[optind]);
-                main_usage(stderr);
-                return EXIT_USAGE;
+                return main_usage_error();
         }
         /* Each command parses its own options from its name on (optind 0 resets getopt). */
         argc -= optind;

@@ -31,10 +31,10 @@
 #define FERRY_START_HINT "start it with `ferryd` or `systemctl --user start ferryd`"
 
 struct ferry_client {
-        int fd;                  /* the connection, or -1 once closed */
-        uint64_t next_id;        /* id of the next request; 0 is never used */
-        int timeout_ms;          /* limit for typed requests; <= 0: none */
-        int limit_ms;            /* limit of the request in flight, for messages */
+        int fd;                   /* the connection, or -1 once closed */
+        uint64_t next_id;         /* id of the next request; 0 is never used */
+        int timeout_ms;           /* limit for typed requests; <= 0: none */
+        int limit_ms;             /* limit of the request in flight, for messages */
         struct proto_decoder dec; /* bytes received and not yet consumed */
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
         char backend[32];        /* from the hello reply */
@@ -58,9 +58,9 @@ static const char *plural(long long n)
 }
 
 static int client_fail(struct ferry_client *c, int code, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static int artifact_fail(struct ferry_artifact *a, int code, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Record the sentence for `code` on the client; return `code`. */
 static int client_fail(struct ferry_client *c, int code, const char *fmt, ...)
@@ -194,9 +194,9 @@ static int client_connect_error(struct ferry_client *c, int err)
                                    "ferryd is not running (no socket at %s); " FERRY_START_HINT,
                                    c->path);
         case ECONNREFUSED:
-                return client_fail(c, FERRY_ECONNECT,
-                                   "ferryd is not running (nothing listens on %s); " FERRY_START_HINT,
-                                   c->path);
+                return client_fail(
+                    c, FERRY_ECONNECT,
+                    "ferryd is not running (nothing listens on %s); " FERRY_START_HINT, c->path);
         case EACCES:
         case EPERM:
                 return client_fail(c, FERRY_EPERM,
@@ -204,8 +204,8 @@ static int client_connect_error(struct ferry_client *c, int err)
                                    "belongs to another user",
                                    c->path);
         default:
-                return client_fail(c, FERRY_ECONNECT, "cannot connect to ferryd at %s: %s",
-                                   c->path, strerror(err));
+                return client_fail(c, FERRY_ECONNECT, "cannot connect to ferryd at %s: %s", c->path,
+                                   strerror(err));
         }
 }
 
@@ -370,8 +370,7 @@ static int client_recv(struct ferry_client *c, uint64_t id, int64_t deadline, co
                         if (proto_decoder_feed(&c->dec, buf, (size_t)n) != 0) {
                                 client_disconnect(c);
                                 return client_fail(c, FERRY_ENOMEM,
-                                                   "out of memory reading the reply to \"%s\"",
-                                                   op);
+                                                   "out of memory reading the reply to \"%s\"", op);
                         }
                         continue;
                 }
@@ -485,16 +484,14 @@ static int client_hello(struct ferry_client *c, int64_t deadline)
                 return rc;
         if (proto_get_int(rep, "protocol", true, 0, &protocol, NULL, 0) != 0) {
                 rc = client_fail(c, FERRY_EPROTO,
-                                 "ferryd at %s answered hello without a protocol version",
-                                 c->path);
+                                 "ferryd at %s answered hello without a protocol version", c->path);
                 goto out;
         }
         if (protocol != PROTO_VERSION) {
                 rc = client_fail(c, FERRY_EVERSION,
                                  "ferryd at %s speaks protocol %lld, libferry %s speaks protocol "
                                  "%d; install matching versions",
-                                 c->path, (long long)protocol, FERRY_VERSION_STRING,
-                                 PROTO_VERSION);
+                                 c->path, (long long)protocol, FERRY_VERSION_STRING, PROTO_VERSION);
                 goto out;
         }
         if (proto_get_string(rep, "backend", false, &backend, NULL, 0) == 0 && backend != NULL)
@@ -571,8 +568,8 @@ void ferry_set_timeout(struct ferry_client *client, int timeout_ms)
                 client->timeout_ms = timeout_ms;
 }
 
-int ferry_call(struct ferry_client *client, const char *op, const char *args_json,
-               int timeout_ms, char **reply_json)
+int ferry_call(struct ferry_client *client, const char *op, const char *args_json, int timeout_ms,
+               char **reply_json)
 {
         cJSON *req, *args = NULL, *it, *next, *rep = NULL;
         int rc;
@@ -806,8 +803,8 @@ static int client_experiment(struct ferry_client *c, const char *key, const char
         return rc;
 }
 
-int ferry_experiment_create(struct ferry_client *client, const char *workspace,
-                            const char *project, const char *name, char **key)
+int ferry_experiment_create(struct ferry_client *client, const char *workspace, const char *project,
+                            const char *name, char **key)
 {
         if (key != NULL)
                 *key = NULL;
@@ -847,8 +844,7 @@ int ferry_wait(struct ferry_client *client, const int64_t *jobs, size_t njobs, i
                 for (i = 0; arr != NULL && i < njobs; i++) {
                         if (jobs[i] < 0) {
                                 cJSON_Delete(req);
-                                return client_fail(client, FERRY_EINVAL,
-                                                   "job id %lld is negative",
+                                return client_fail(client, FERRY_EINVAL, "job id %lld is negative",
                                                    (long long)jobs[i]);
                         }
                         if (!cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)jobs[i])))
@@ -866,8 +862,8 @@ int ferry_wait(struct ferry_client *client, const int64_t *jobs, size_t njobs, i
         /* The daemon answers at its timeout; allow it some time beyond. */
         rc = client_call(client, req,
                          timeout_ms > 0 ? (timeout_ms > INT_MAX - FERRY_WAIT_GRACE_MS
-                                                   ? INT_MAX
-                                                   : timeout_ms + FERRY_WAIT_GRACE_MS)
+                                               ? INT_MAX
+                                               : timeout_ms + FERRY_WAIT_GRACE_MS)
                                         : 0,
                          &rep);
         if (rc != 0)
@@ -916,8 +912,8 @@ static int client_check_spec(struct ferry_client *c, const char *spec)
 
         if (spec == NULL)
                 return client_fail(c, FERRY_EINVAL, "an artifact name is required");
-        return proto_spec_parse(spec, ws, sizeof(ws), name, sizeof(name), ver, sizeof(ver),
-                                c->err, sizeof(c->err));
+        return proto_spec_parse(spec, ws, sizeof(ws), name, sizeof(name), ver, sizeof(ver), c->err,
+                                sizeof(c->err));
 }
 
 int ferry_get(struct ferry_client *client, const char *spec, char **json)
@@ -971,8 +967,8 @@ int ferry_download(struct ferry_client *client, const char *spec, const char *di
                                            "unknown (%s)",
                                            dir, strerror(errno));
                 if ((size_t)snprintf(abs, sizeof(abs), "%s/%s", cwd, dir) >= sizeof(abs))
-                        return client_fail(client, FERRY_EINVAL, "download directory %s is too long",
-                                           dir);
+                        return client_fail(client, FERRY_EINVAL,
+                                           "download directory %s is too long", dir);
                 dir = abs;
         }
         req = client_request(client, "download");
@@ -1004,8 +1000,8 @@ static int artifact_check_label(struct ferry_artifact *a, const char *s, const c
         if (n == 0)
                 return artifact_fail(a, FERRY_EINVAL, "%s must not be empty", what);
         if (n > PROTO_NAME_MAX)
-                return artifact_fail(a, FERRY_EINVAL, "%s is %zu bytes long; the limit is %d",
-                                     what, n, PROTO_NAME_MAX);
+                return artifact_fail(a, FERRY_EINVAL, "%s is %zu bytes long; the limit is %d", what,
+                                     n, PROTO_NAME_MAX);
         for (p = (const unsigned char *)s; *p; p++)
                 if (*p < 0x20 || *p == 0x7f)
                         return artifact_fail(a, FERRY_EINVAL,
@@ -1122,8 +1118,7 @@ int ferry_artifact_set_version(struct ferry_artifact *artifact, const char *vers
 }
 
 /* Append `s` to the string array `arr` unless it is already there. */
-static int artifact_add_label(struct ferry_artifact *a, cJSON *arr, const char *s,
-                              const char *what)
+static int artifact_add_label(struct ferry_artifact *a, cJSON *arr, const char *s, const char *what)
 {
         const cJSON *it;
         int rc;
@@ -1264,8 +1259,7 @@ static int artifact_path_error(struct ferry_artifact *a, const char *path, int e
                 return artifact_nomem(a);
         case ELOOP:
         case ENAMETOOLONG:
-                return artifact_fail(a, FERRY_EINVAL, "cannot resolve %s: %s", path,
-                                     strerror(err));
+                return artifact_fail(a, FERRY_EINVAL, "cannot resolve %s: %s", path, strerror(err));
         default:
                 return artifact_fail(a, FERRY_EIO, "cannot read %s: %s", path, strerror(err));
         }
@@ -1453,9 +1447,8 @@ int ferry_artifact_add_file(struct ferry_artifact *artifact, const char *path,
         if (S_ISDIR(st.st_mode))
                 rc = artifact_walk(a, batch, real, "", logical_path, overwrite, meta);
         else if (S_ISREG(st.st_mode))
-                rc = artifact_batch_file(a, batch, real,
-                                         logical_path ? logical_path : base_name(path), overwrite,
-                                         meta);
+                rc = artifact_batch_file(
+                    a, batch, real, logical_path ? logical_path : base_name(path), overwrite, meta);
         else
                 rc = artifact_fail(a, FERRY_EINVAL, "%s is neither a regular file nor a directory",
                                    path);
@@ -1551,10 +1544,8 @@ int ferry_artifact_add_staged(struct ferry_artifact *artifact, const char *token
                 return artifact_fail(artifact, FERRY_EINVAL,
                                      "a staged asset needs the token from ferry_stage()");
         if (logical_path == NULL)
-                return artifact_fail(artifact, FERRY_EINVAL,
-                                     "a staged asset needs a logical path");
-        return artifact_add_one(artifact, "staged", token, logical_path, overwrite,
-                                metadata_json);
+                return artifact_fail(artifact, FERRY_EINVAL, "a staged asset needs a logical path");
+        return artifact_add_one(artifact, "staged", token, logical_path, overwrite, metadata_json);
 }
 
 size_t ferry_artifact_asset_count(const struct ferry_artifact *artifact)

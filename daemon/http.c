@@ -18,10 +18,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +60,7 @@ struct http_request {
         int out_errno;  /* why writing out_path failed */
         int too_large;  /* a 2xx body exceeded max_body */
         int no_memory;  /* growing the body buffer failed */
+        int sock_errno; /* pending socket error seen with a poll error */
 
         size_t body_cap;    /* capacity of resp.body; 0 while it points to empty_body */
         curl_off_t ul_seen; /* upload progress already added to the engine's total */
@@ -75,6 +78,7 @@ TAILQ_HEAD(http_request_list, http_request);
 struct http_socket {
         uv_poll_t poll;
         curl_socket_t fd;
+        CURL *easy; /* transfer that last asked for it; compared, never dereferenced */
         struct http_engine *engine;
         LIST_ENTRY(http_socket) entry;
 };
@@ -104,6 +108,17 @@ struct http_engine {
 static char empty_body[1];
 
 static void http_engine_check_done(struct http_engine *engine);
+
+/* Set resp->error, truncating a long message. */
+static void __attribute__((format(printf, 2, 3)))
+http_response_set_error(struct http_response *resp, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(resp->error, sizeof(resp->error), fmt, ap);
+        va_end(ap);
+}
 
 void http_config_defaults(struct http_config *cfg)
 {
@@ -179,6 +194,26 @@ static void http_socket_close(struct http_socket *sock)
 
 /* ---- curl <-> uv glue ---------------------------------------------------- */
 
+/*
+ * libuv reports any POLLERR as UV_EBADF and curl, told CURL_CSELECT_ERR, only
+ * says "select/poll returned error": keep the socket's real error (say,
+ * ECONNRESET) for the message of the transfer using it.
+ */
+static void http_socket_note_error(struct http_socket *sock)
+{
+        struct http_request *req;
+        socklen_t len = sizeof(int);
+        int err = 0;
+
+        if (getsockopt(sock->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0)
+                return;
+        TAILQ_FOREACH(req, &sock->engine->running, entry)
+        {
+                if (req->easy == sock->easy)
+                        req->sock_errno = err;
+        }
+}
+
 static void http_poll_cb(uv_poll_t *poll, int status, int events)
 {
         struct http_socket *sock = poll->data;
@@ -190,6 +225,7 @@ static void http_poll_cb(uv_poll_t *poll, int status, int events)
                 return;
         if (status < 0) {
                 log_debug("http: poll error on socket %d: %s", (int)sock->fd, uv_strerror(status));
+                http_socket_note_error(sock);
                 flags = CURL_CSELECT_ERR;
         } else {
                 if (events & UV_READABLE)
@@ -248,6 +284,7 @@ static int http_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *use
                 LIST_INSERT_HEAD(&engine->sockets, sock, entry);
                 curl_multi_assign(engine->multi, fd, sock);
         }
+        sock->easy = easy;
         if (what & CURL_POLL_IN)
                 events |= UV_READABLE;
         if (what & CURL_POLL_OUT)
@@ -734,21 +771,21 @@ static void http_request_set_failure(struct http_request *req, CURLcode result)
         case CURLE_WRITE_ERROR:
                 if (req->too_large) {
                         resp->err = FERRY_ETOOBIG;
-                        snprintf(resp->error, sizeof(resp->error),
-                                 "response body larger than %zu bytes", req->engine->cfg.max_body);
+                        http_response_set_error(resp, "response body larger than %zu bytes",
+                                                req->engine->cfg.max_body);
                         return;
                 }
                 if (req->no_memory) {
                         resp->err = FERRY_ENOMEM;
-                        snprintf(resp->error, sizeof(resp->error), "out of memory");
+                        http_response_set_error(resp, "out of memory");
                         return;
                 }
                 if (req->out_errno != 0) {
                         resp->err = (req->out_errno == ENOSPC || req->out_errno == EDQUOT)
                                         ? FERRY_ENOSPC
                                         : FERRY_EFAILED;
-                        snprintf(resp->error, sizeof(resp->error), "cannot write %s: %s",
-                                 req->out_path, strerror(req->out_errno));
+                        http_response_set_error(resp, "cannot write %s: %s", req->out_path,
+                                                strerror(req->out_errno));
                         return;
                 }
                 resp->err = FERRY_EFAILED;
@@ -764,7 +801,10 @@ static void http_request_set_failure(struct http_request *req, CURLcode result)
                 resp->err = FERRY_EBACKEND; /* TLS, redirects, malformed URL, ... */
                 break;
         }
-        snprintf(resp->error, sizeof(resp->error), "%s", msg);
+        if (req->sock_errno != 0)
+                http_response_set_error(resp, "%s: %s", msg, strerror(req->sock_errno));
+        else
+                http_response_set_error(resp, "%s", msg);
 }
 
 /* Close the output file; an empty 2xx body still creates it. */
@@ -815,10 +855,10 @@ static void http_request_complete(struct http_request *req, CURLcode result)
                 http_request_set_failure(req, result);
         } else if (req->out_errno != 0) {
                 resp->err = req->out_errno == ENOSPC ? FERRY_ENOSPC : FERRY_EFAILED;
-                snprintf(resp->error, sizeof(resp->error), "cannot write %s: %s", req->out_path,
-                         strerror(req->out_errno));
+                http_response_set_error(resp, "cannot write %s: %s", req->out_path,
+                                        strerror(req->out_errno));
         } else if (!ok2xx) {
-                snprintf(resp->error, sizeof(resp->error), "server replied HTTP %ld", status);
+                http_response_set_error(resp, "server replied HTTP %ld", status);
         }
         if (resp->err != 0)
                 log_debug("http: %s %s failed: %s", req->method, req->url, resp->error);
@@ -877,8 +917,8 @@ static void http_engine_start_queued(struct http_engine *engine)
                 mrc = curl_multi_add_handle(engine->multi, req->easy);
                 if (mrc != CURLM_OK) {
                         req->resp.err = mrc == CURLM_OUT_OF_MEMORY ? FERRY_ENOMEM : FERRY_EINTERNAL;
-                        snprintf(req->resp.error, sizeof(req->resp.error), "cannot start: %s",
-                                 curl_multi_strerror(mrc));
+                        http_response_set_error(&req->resp, "cannot start: %s",
+                                                curl_multi_strerror(mrc));
                         http_request_retire(req);
                         http_engine_defer(engine);
                         continue;
@@ -915,7 +955,7 @@ static int http_request_cancel(struct http_request *req)
         }
         req->resp.cancelled = 1;
         req->resp.err = FERRY_EFAILED;
-        snprintf(req->resp.error, sizeof(req->resp.error), "cancelled");
+        http_response_set_error(&req->resp, "cancelled");
         http_request_retire(req);
         http_engine_defer(engine);
         return 0;

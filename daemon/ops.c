@@ -170,6 +170,7 @@ static void op_status(struct request *req)
         }
         cJSON_AddStringToObject(rep, "backend", d->backend->ops->name);
         cJSON_AddBoolToObject(rep, "online", ss.online);
+        cJSON_AddBoolToObject(rep, "paused", ss.paused);
         if (ss.online)
                 cJSON_AddNullToObject(rep, "offline_since");
         else
@@ -195,11 +196,17 @@ static void op_ls(struct request *req)
 {
         const char *state;
         char err[PROTO_ERRMSG_MAX];
+        int64_t limit;
         cJSON *rep, *items;
 
-        CHECK_KEYS(req, "state");
-        if (proto_get_string(req->msg, "state", false, &state, err, sizeof(err)) != 0) {
+        CHECK_KEYS(req, "state", "limit");
+        if (proto_get_string(req->msg, "state", false, &state, err, sizeof(err)) != 0 ||
+            proto_get_int(req->msg, "limit", false, 1000, &limit, err, sizeof(err)) != 0) {
                 request_fail(req, FERRY_EINVAL, "%s", err);
+                return;
+        }
+        if (limit < 1 || limit > 100000) {
+                request_fail(req, FERRY_EINVAL, "limit must be between 1 and 100000");
                 return;
         }
         if (state == NULL)
@@ -210,7 +217,7 @@ static void op_ls(struct request *req)
                              "state must be one of active, queued, failed, done, all");
                 return;
         }
-        items = store_list(req->d->store, state, 1000);
+        items = store_list(req->d->store, state, (int)limit);
         rep = request_ok(req);
         if (rep == NULL || items == NULL) {
                 cJSON_Delete(items);
@@ -296,6 +303,24 @@ static void op_retry(struct request *req)
         request_reply(req, rep);
 }
 
+static void op_pause(struct request *req)
+{
+        char err[PROTO_ERRMSG_MAX];
+        bool paused;
+        cJSON *rep;
+
+        CHECK_KEYS(req, "paused");
+        if (proto_get_bool(req->msg, "paused", true, &paused, err, sizeof(err)) != 0) {
+                request_fail(req, FERRY_EINVAL, "%s", err);
+                return;
+        }
+        scheduler_set_paused(req->d->scheduler, paused);
+        rep = request_ok(req);
+        if (rep != NULL)
+                cJSON_AddBoolToObject(rep, "paused", paused);
+        request_reply(req, rep);
+}
+
 static const struct {
         const char *op;
         void (*handler)(struct request *req);
@@ -307,6 +332,7 @@ static const struct {
         {"ls", op_ls},
         {"wait", op_wait},
         {"retry", op_retry},
+        {"pause", op_pause},
         {"get", op_get},
         {"download", op_download},
 };

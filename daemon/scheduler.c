@@ -38,6 +38,7 @@ struct scheduler {
         struct job *running; /* jobs handed to the backend */
         int nrunning;
         bool online;
+        bool paused; /* held by `ferry pause`: start nothing until resumed */
         bool probing;
         int probes; /* failed probes since going offline */
         int64_t offline_since_ms;
@@ -95,6 +96,14 @@ void scheduler_kick(struct scheduler *s)
                 uv_timer_start(&s->timer, scheduler_timer_cb, 0, 0);
 }
 
+void scheduler_set_paused(struct scheduler *s, bool paused)
+{
+        if (s->paused != paused)
+                log_info("queue %s", paused ? "paused" : "resumed");
+        s->paused = paused;
+        scheduler_kick(s);
+}
+
 void scheduler_account_bytes(struct scheduler *s, int64_t bytes)
 {
         s->bytes_sent += bytes;
@@ -112,6 +121,7 @@ void scheduler_status(struct scheduler *s, struct scheduler_status *out)
                 if (s->rate[i].t_ms > 0 && now - s->rate[i].t_ms <= 60000)
                         sum += s->rate[i].bytes;
         out->online = s->online;
+        out->paused = s->paused;
         out->offline_since_ms = s->online ? 0 : s->offline_since_ms;
         out->last_error = s->last_error[0] ? s->last_error : NULL;
         out->running = s->nrunning;
@@ -360,7 +370,7 @@ static void scheduler_tick(struct scheduler *s)
                                0);
                 return;
         }
-        room = d->cfg.max_jobs - s->nrunning;
+        room = s->paused ? 0 : d->cfg.max_jobs - s->nrunning;
         if (room > 0) {
                 int want = room + s->nrunning;
 
@@ -383,7 +393,7 @@ static void scheduler_tick(struct scheduler *s)
                                 return;
                 }
         }
-        if (s->nrunning < d->cfg.max_jobs) {
+        if (!s->paused && s->nrunning < d->cfg.max_jobs) {
                 next = store_next_due(d->store);
                 if (next >= 0) {
                         delay = next - util_now_ms();

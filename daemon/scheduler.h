@@ -26,8 +26,12 @@ void scheduler_kick(struct scheduler *s);
 /* Backends report bytes as they land, for the status rate. */
 void scheduler_account_bytes(struct scheduler *s, int64_t bytes);
 
+/* Hold the queue (nothing new starts; running deliveries finish) or release it. Not persisted. */
+void scheduler_set_paused(struct scheduler *s, bool paused);
+
 struct scheduler_status {
         bool online;
+        bool paused;
         int64_t offline_since_ms; /* 0 when online */
         const char *last_error;   /* NULL when none */
         int running;

@@ -450,7 +450,7 @@ int server_start(struct server **out, struct daemon *d, char *err, size_t errlen
         if (rc == 0 && chmod(srv->path, 0600) != 0)
                 rc = -errno;
         if (rc == 0)
-                rc = uv_listen((uv_stream_t *)&srv->listener, 128, server_connection_cb);
+                rc = uv_listen((uv_stream_t *)&srv->listener, SOMAXCONN, server_connection_cb);
         if (rc != 0) {
                 snprintf(err, errlen, "cannot listen on %s: %s", srv->path, uv_strerror(rc));
                 uv_close((uv_handle_t *)&srv->listener, server_listener_close_cb);

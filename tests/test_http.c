@@ -564,6 +564,8 @@ static void test_upload(struct http_engine *engine)
 
         CHECK_INT(c.status, 200);
         CHECK_INT(c.outcome, HTTP_OK);
+        /* curl's default for big bodies; the server answered 100 Continue. */
+        CHECK_STR(jstr(jget(c.json, "headers"), "expect"), "100-continue");
         CHECK(jstr(jget(c.json, "headers"), "content-type") != NULL &&
               strncmp(jstr(jget(c.json, "headers"), "content-type"), "multipart/form-data", 19) ==
                   0);
@@ -729,7 +731,7 @@ static void test_unreachable(struct http_engine *engine)
         CHECK_INT(c.err, FERRY_EIO);
         CHECK_INT(c.unreachable, 1);
         CHECK_INT(c.outcome, HTTP_TRANSIENT);
-        CHECK(strlen(c.error) > 0);
+        CHECK(strstr(c.error, "reset") != NULL);
 
         /* The engine is fine afterwards. */
         get(engine, "/json", &c);
