@@ -375,11 +375,16 @@ static void table_print(const struct table *t, const char *indent)
                 fputs(indent, stdout);
                 for (i = 0; i < t->ncols; i++) {
                         const char *s = t->cells[r * t->ncols + i];
+                        size_t j = i + 1;
 
-                        if (i + 1 == t->ncols)
+                        /* No padding before empty trailing cells. */
+                        while (j < t->ncols && t->cells[r * t->ncols + j][0] == '\0')
+                                j++;
+                        if (j == t->ncols) {
                                 printf("%s\n", s);
-                        else
-                                printf("%-*s  ", (int)w[i < 16 ? i : 15], s);
+                                break;
+                        }
+                        printf("%-*s  ", (int)w[i < 16 ? i : 15], s);
                 }
         }
 }
@@ -1118,8 +1123,11 @@ static void print_download(const cJSON *d, const char *spec)
                         if (jstr(it, "action") && strcmp(jstr(it, "action"), actions[i]) == 0)
                                 counts[i]++;
         }
-        printf("downloaded %s%s%s into %s:", spec, jstr(d, "version") ? " " : "",
-               jstr(d, "version") ? jstr(d, "version") : "", jstr(d, "dir") ? jstr(d, "dir") : "?");
+        if (jstr(d, "version") != NULL)
+                printf("downloaded version %s of %s", jstr(d, "version"), spec);
+        else
+                printf("downloaded %s", spec);
+        printf(" into %s:", jstr(d, "dir") ? jstr(d, "dir") : "?");
         for (i = 0; i < 4; i++) {
                 if (counts[i] == 0)
                         continue;

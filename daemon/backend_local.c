@@ -68,9 +68,8 @@ static void local_deliver_after_cb(uv_work_t *work, int status)
                 scheduler_account_bytes(ld->lb->base.d->scheduler, ld->job->bytes);
         } else {
                 /* A taken version or a vanished spool file will not get better by waiting. */
-                r.outcome = ld->rc == FERRY_EEXIST || ld->rc == FERRY_ENOTFOUND
-                                    ? BACKEND_PERMANENT
-                                    : BACKEND_TRANSIENT;
+                r.outcome = ld->rc == FERRY_EEXIST || ld->rc == FERRY_ENOTFOUND ? BACKEND_PERMANENT
+                                                                                : BACKEND_TRANSIENT;
                 snprintf(r.code, sizeof(r.code), "%s", ferry_err_name(ld->rc));
                 snprintf(r.message, sizeof(r.message), "%s", ld->err);
         }
@@ -148,13 +147,13 @@ static void local_close(struct backend *be)
 }
 
 static const struct backend_ops local_ops = {
-        .name = "local",
-        .deliver = local_deliver,
-        .probe = local_probe,
-        .version_exists = local_version_exists,
-        .get = local_get,
-        .fetch = local_fetch,
-        .close = local_close,
+    .name = "local",
+    .deliver = local_deliver,
+    .probe = local_probe,
+    .version_exists = local_version_exists,
+    .get = local_get,
+    .fetch = local_fetch,
+    .close = local_close,
 };
 
 int backend_local_new(struct backend **out, struct daemon *d, char *err, size_t errlen)

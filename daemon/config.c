@@ -210,9 +210,10 @@ static int config_read_file(struct config *cfg, const char *path, bool comet, ch
         int lineno = 0;
 
         if (f == NULL)
-                return errno == ENOENT ? 1 : (snprintf(err, errlen, "cannot read %s: %s", path,
-                                                       strerror(errno)),
-                                              -1);
+                return errno == ENOENT
+                           ? 1
+                           : (snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno)),
+                              -1);
         while (fgets(line, sizeof(line), f) != NULL) {
                 char *s = trim(line), *eq, *key, *val;
                 int rc;
@@ -291,21 +292,21 @@ static int config_read_env(struct config *cfg, char *err, size_t errlen)
         static const struct {
                 const char *env, *key;
         } map[] = {
-                {"FERRY_BACKEND", "backend"},
-                {"FERRY_SPOOL_BUDGET", "spool_budget"},
-                {"FERRY_CACHE_BUDGET", "cache_budget"},
-                {"FERRY_MAX_JOBS", "max_jobs"},
-                {"FERRY_MAX_TRANSFERS", "max_transfers"},
-                {"FERRY_RETRY_BASE_MS", "retry_base_ms"},
-                {"FERRY_RETRY_CAP_MS", "retry_cap_ms"},
-                {"FERRY_MAX_ATTEMPTS", "max_attempts"},
-                {"FERRY_ALLOW_GROUP", "allow_group"},
-                {"FERRY_VERIFY_TLS", "verify_tls"},
-                {"FERRY_CA_FILE", "ca_file"},
-                {"COMET_API_KEY", "api_key"},
-                {"COMET_URL_OVERRIDE", "url_override"},
-                {"COMET_WORKSPACE", "workspace"},
-                {"COMET_PROJECT_NAME", "project"},
+            {"FERRY_BACKEND", "backend"},
+            {"FERRY_SPOOL_BUDGET", "spool_budget"},
+            {"FERRY_CACHE_BUDGET", "cache_budget"},
+            {"FERRY_MAX_JOBS", "max_jobs"},
+            {"FERRY_MAX_TRANSFERS", "max_transfers"},
+            {"FERRY_RETRY_BASE_MS", "retry_base_ms"},
+            {"FERRY_RETRY_CAP_MS", "retry_cap_ms"},
+            {"FERRY_MAX_ATTEMPTS", "max_attempts"},
+            {"FERRY_ALLOW_GROUP", "allow_group"},
+            {"FERRY_VERIFY_TLS", "verify_tls"},
+            {"FERRY_CA_FILE", "ca_file"},
+            {"COMET_API_KEY", "api_key"},
+            {"COMET_URL_OVERRIDE", "url_override"},
+            {"COMET_WORKSPACE", "workspace"},
+            {"COMET_PROJECT_NAME", "project"},
         };
         size_t i;
 

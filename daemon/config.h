@@ -1,4 +1,5 @@
-/* config.h — ferryd's settings: defaults, then the config file, then the environment, then flags. */
+/* config.h — ferryd's settings: defaults, then the config file, then the environment, then flags.
+ */
 #ifndef FERRY_CONFIG_H
 #define FERRY_CONFIG_H
 

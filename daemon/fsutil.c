@@ -63,8 +63,8 @@ static int open_parent(int dirfd, char *path, char **leaf, char *err, size_t err
 }
 
 int fsutil_place_file(int dirfd, const char *dir, const char *logical_path, const char *src,
-                      const char *src_sha, enum fsutil_overwrite mode,
-                      enum fsutil_action *action, char *err, size_t errlen)
+                      const char *src_sha, enum fsutil_overwrite mode, enum fsutil_action *action,
+                      char *err, size_t errlen)
 {
         char *path = strdup(logical_path), *leaf;
         char tmp[96], rnd[17], have[65], want[65];
@@ -127,8 +127,7 @@ int fsutil_place_file(int dirfd, const char *dir, const char *logical_path, cons
         in = open(src, O_RDONLY | O_CLOEXEC);
         out = openat(pfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (in < 0 || out < 0) {
-                snprintf(err, errlen, "cannot write %s/%s: %s", dir, logical_path,
-                         strerror(errno));
+                snprintf(err, errlen, "cannot write %s/%s: %s", dir, logical_path, strerror(errno));
                 rc = errno == ENOSPC ? FERRY_ENOSPC : FERRY_EIO;
                 goto out;
         }
@@ -142,8 +141,7 @@ int fsutil_place_file(int dirfd, const char *dir, const char *logical_path, cons
         }
         /* rename replaces a name, never follows it: the real name appears complete. */
         if (renameat(pfd, tmp, pfd, leaf) != 0) {
-                snprintf(err, errlen, "cannot write %s/%s: %s", dir, logical_path,
-                         strerror(errno));
+                snprintf(err, errlen, "cannot write %s/%s: %s", dir, logical_path, strerror(errno));
                 unlinkat(pfd, tmp, 0);
                 rc = FERRY_EIO;
                 goto out;

@@ -20,7 +20,7 @@ enum fsutil_action { FSUTIL_WRITTEN, FSUTIL_KEPT, FSUTIL_PRESERVED };
  * or pass through a symlink, FERRY_EEXIST for FAIL with different content.
  */
 int fsutil_place_file(int dirfd, const char *dir, const char *logical_path, const char *src,
-                      const char *src_sha, enum fsutil_overwrite mode,
-                      enum fsutil_action *action, char *err, size_t errlen);
+                      const char *src_sha, enum fsutil_overwrite mode, enum fsutil_action *action,
+                      char *err, size_t errlen);
 
 #endif

@@ -21,7 +21,7 @@ struct job_asset {
 
 struct job {
         int64_t id;
-        char *experiment;     /* experiment key */
+        char *experiment;      /* experiment key */
         char *experiment_name; /* display name, or NULL */
         bool experiment_registered;
         char *workspace, *project, *name, *type;

@@ -23,17 +23,17 @@
 #include "util.h"
 
 static const char usage[] =
-        "usage: ferryd [--foreground] [--socket PATH] [--state-dir DIR] [--config FILE]\n"
-        "\n"
-        "The ferry daemon: keeps a durable queue of artifact versions and uploads them.\n"
-        "  -f, --foreground   stay in the foreground, log to stderr\n"
-        "  -s, --socket PATH  control socket (default $FERRY_SOCKET, else\n"
-        "                     $XDG_RUNTIME_DIR/ferry/ferryd.sock, else /tmp/ferry-$UID/ferryd.sock)\n"
-        "  -d, --state-dir DIR  queue, spool and local registry (default $FERRY_STATE_DIR,\n"
-        "                     else $XDG_STATE_HOME/ferry, else ~/.local/state/ferry)\n"
-        "  -c, --config FILE  settings file (default ~/.config/ferry/ferryd.conf if present)\n"
-        "  -h, --help         this text\n"
-        "  -V, --version      print the version\n";
+    "usage: ferryd [--foreground] [--socket PATH] [--state-dir DIR] [--config FILE]\n"
+    "\n"
+    "The ferry daemon: keeps a durable queue of artifact versions and uploads them.\n"
+    "  -f, --foreground   stay in the foreground, log to stderr\n"
+    "  -s, --socket PATH  control socket (default $FERRY_SOCKET, else\n"
+    "                     $XDG_RUNTIME_DIR/ferry/ferryd.sock, else /tmp/ferry-$UID/ferryd.sock)\n"
+    "  -d, --state-dir DIR  queue, spool and local registry (default $FERRY_STATE_DIR,\n"
+    "                     else $XDG_STATE_HOME/ferry, else ~/.local/state/ferry)\n"
+    "  -c, --config FILE  settings file (default ~/.config/ferry/ferryd.conf if present)\n"
+    "  -h, --help         this text\n"
+    "  -V, --version      print the version\n";
 
 static struct daemon daemon_state;
 static uv_signal_t sig_term, sig_int;
@@ -101,10 +101,13 @@ static int daemonize(const char *state_dir)
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"foreground", no_argument, NULL, 'f'}, {"socket", required_argument, NULL, 's'},
-                {"state-dir", required_argument, NULL, 'd'},
-                {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, 'V'},     {NULL, 0, NULL, 0},
+            {"foreground", no_argument, NULL, 'f'},
+            {"socket", required_argument, NULL, 's'},
+            {"state-dir", required_argument, NULL, 'd'},
+            {"config", required_argument, NULL, 'c'},
+            {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, 'V'},
+            {NULL, 0, NULL, 0},
         };
         struct daemon *d = &daemon_state;
         const char *socket_flag = NULL, *state_flag = NULL, *config_flag = NULL;
@@ -152,8 +155,7 @@ int main(int argc, char **argv)
         if (state_flag)
                 snprintf(d->cfg.state_dir, sizeof(d->cfg.state_dir), "%s", state_flag);
         if ((rc = util_mkdir_p(d->cfg.state_dir, 0700)) != 0) {
-                fprintf(stderr, "ferryd: cannot create %s: %s\n", d->cfg.state_dir,
-                        strerror(-rc));
+                fprintf(stderr, "ferryd: cannot create %s: %s\n", d->cfg.state_dir, strerror(-rc));
                 return 1;
         }
         signal(SIGPIPE, SIG_IGN);
@@ -166,14 +168,13 @@ int main(int argc, char **argv)
                 goto fail;
         store_counts(d->store, &counts);
         snprintf(path, sizeof(path), "%s/spool", d->cfg.state_dir);
-        if (spool_open(&d->spool, path, d->cfg.spool_budget, counts.bytes_held, err,
-                       sizeof(err)) != 0)
+        if (spool_open(&d->spool, path, d->cfg.spool_budget, counts.bytes_held, err, sizeof(err)) !=
+            0)
                 goto fail;
         spool_cleanup(d->spool, d->store);
-        rc = strcmp(d->cfg.backend, "comet") == 0 ? backend_comet_new(&d->backend, d, err,
-                                                                      sizeof(err))
-                                                   : backend_local_new(&d->backend, d, err,
-                                                                       sizeof(err));
+        rc = strcmp(d->cfg.backend, "comet") == 0
+                 ? backend_comet_new(&d->backend, d, err, sizeof(err))
+                 : backend_local_new(&d->backend, d, err, sizeof(err));
         if (rc != 0)
                 goto fail;
         if (server_start(&d->server, d, err, sizeof(err)) != 0)
@@ -195,9 +196,8 @@ int main(int argc, char **argv)
         sig_term.data = sig_int.data = d;
         uv_signal_start(&sig_term, signal_cb, SIGTERM);
         uv_signal_start(&sig_int, signal_cb, SIGINT);
-        log_info("ferryd %s serving %s (backend %s, state %s, %lld queued)",
-                 FERRY_VERSION_STRING, d->cfg.socket_path, d->cfg.backend, d->cfg.state_dir,
-                 (long long)counts.queued);
+        log_info("ferryd %s serving %s (backend %s, state %s, %lld queued)", FERRY_VERSION_STRING,
+                 d->cfg.socket_path, d->cfg.backend, d->cfg.state_dir, (long long)counts.queued);
         uv_run(d->loop, UV_RUN_DEFAULT);
         rc = uv_loop_close(d->loop);
         if (rc != 0)

@@ -162,8 +162,8 @@ static cJSON *lookup_pending(struct lookup *lk)
                         cJSON_AddStringToObject(o, "link", a->uri);
                 else
                         cJSON_AddNullToObject(o, "link");
-                cJSON_AddItemToObject(o, "metadata", a->metadata ? cJSON_Parse(a->metadata)
-                                                                 : cJSON_CreateNull());
+                cJSON_AddItemToObject(o, "metadata",
+                                      a->metadata ? cJSON_Parse(a->metadata) : cJSON_CreateNull());
                 if (a->spool && (path = spool_path(d->spool, a->spool)) != NULL) {
                         cJSON_AddStringToObject(o, "_spool", path);
                         free(path);
@@ -249,9 +249,8 @@ static void download_finish(struct lookup *lk, int code)
         if (rep != NULL) {
                 cJSON_AddStringToObject(rep, "dir", lk->dir);
                 cJSON_AddItemToObject(
-                        rep, "version",
-                        cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(lk->found, "version"),
-                                        1));
+                    rep, "version",
+                    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(lk->found, "version"), 1));
                 cJSON_AddItemToObject(rep, "files", lk->files);
                 lk->files = NULL;
                 cJSON_AddNumberToObject(rep, "bytes", (double)lk->bytes);
@@ -292,8 +291,8 @@ static void download_place_work_cb(uv_work_t *work)
 static void download_place_after_cb(uv_work_t *work, int status)
 {
         struct lookup *lk = work->data;
-        const cJSON *asset = cJSON_GetArrayItem(
-                cJSON_GetObjectItemCaseSensitive(lk->found, "assets"), lk->next - 1);
+        const cJSON *asset =
+            cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(lk->found, "assets"), lk->next - 1);
         static const char *const names[] = {"written", "kept", "preserved"};
 
         free(lk->src);
@@ -303,8 +302,8 @@ static void download_place_after_cb(uv_work_t *work, int status)
                 return;
         }
         if (lk->action == FSUTIL_WRITTEN)
-                lk->bytes += (int64_t)cJSON_GetNumberValue(
-                        cJSON_GetObjectItemCaseSensitive(asset, "size"));
+                lk->bytes +=
+                    (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(asset, "size"));
         download_note(lk, asset, names[lk->action], NULL);
         download_next(lk);
 }
@@ -375,15 +374,13 @@ static void download_resolved_cb(void *data, int code, const char *message, cJSO
         }
         lk->found = version;
         if ((rc = util_mkdir_p(lk->dir, 0755)) != 0) {
-                snprintf(lk->err, sizeof(lk->err), "cannot create %s: %s", lk->dir,
-                         strerror(-rc));
+                snprintf(lk->err, sizeof(lk->err), "cannot create %s: %s", lk->dir, strerror(-rc));
                 download_finish(lk, FERRY_EIO);
                 return;
         }
         lk->dirfd = open(lk->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (lk->dirfd < 0) {
-                snprintf(lk->err, sizeof(lk->err), "cannot open %s: %s", lk->dir,
-                         strerror(errno));
+                snprintf(lk->err, sizeof(lk->err), "cannot open %s: %s", lk->dir, strerror(errno));
                 download_finish(lk, FERRY_EIO);
                 return;
         }

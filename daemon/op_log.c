@@ -29,10 +29,10 @@
 struct log_work {
         uv_work_t work;
         struct request *req;
-        struct job *job;    /* the job to insert; asset spool names filled by the worker */
-        char **sources;     /* per asset: absolute file path, or NULL */
-        char **staged;      /* per asset: staging token, or NULL */
-        int64_t reserved;   /* bytes reserved in the spool */
+        struct job *job;  /* the job to insert; asset spool names filled by the worker */
+        char **sources;   /* per asset: absolute file path, or NULL */
+        char **staged;    /* per asset: staging token, or NULL */
+        int64_t reserved; /* bytes reserved in the spool */
         int rc;
         char err[PROTO_ERRMSG_MAX];
 };
@@ -89,10 +89,10 @@ static void log_work_cb(uv_work_t *work)
                 if (w->sources[i] != NULL) {
                         if (stat(w->sources[i], &st) != 0) {
                                 w->rc = errno == ENOENT || errno == ENOTDIR ? FERRY_ENOTFOUND
-                                        : errno == EACCES               ? FERRY_EPERM
-                                                                        : FERRY_EIO;
-                                snprintf(w->err, sizeof(w->err), "cannot log %s: %s",
-                                         w->sources[i], strerror(errno));
+                                        : errno == EACCES                   ? FERRY_EPERM
+                                                                            : FERRY_EIO;
+                                snprintf(w->err, sizeof(w->err), "cannot log %s: %s", w->sources[i],
+                                         strerror(errno));
                                 return;
                         }
                         if (!S_ISREG(st.st_mode)) {
@@ -103,14 +103,14 @@ static void log_work_cb(uv_work_t *work)
                         }
                         if (access(w->sources[i], R_OK) != 0) {
                                 w->rc = FERRY_EPERM;
-                                snprintf(w->err, sizeof(w->err), "cannot log %s: %s",
-                                         w->sources[i], strerror(errno));
+                                snprintf(w->err, sizeof(w->err), "cannot log %s: %s", w->sources[i],
+                                         strerror(errno));
                                 return;
                         }
                         a->size = st.st_size;
                 } else if (w->staged[i] != NULL) {
-                        w->rc = spool_staged_size(sp, w->staged[i], &a->size, w->err,
-                                                  sizeof(w->err));
+                        w->rc =
+                            spool_staged_size(sp, w->staged[i], &a->size, w->err, sizeof(w->err));
                         if (w->rc != 0)
                                 return;
                 }
@@ -214,8 +214,8 @@ static char *dup_json(const cJSON *v, const char *fallback)
 static int log_parse_asset(const cJSON *obj, struct job_asset *a, char **source, char **staged,
                            char *err, size_t errlen)
 {
-        static const char *const keys[] = {"logical_path", "file",     "staged",
-                                           "remote",       "overwrite", "metadata", NULL};
+        static const char *const keys[] = {"logical_path", "file",     "staged", "remote",
+                                           "overwrite",    "metadata", NULL};
         const char *lp, *file, *tok, *remote;
         const cJSON *meta;
         bool overwrite;
@@ -235,8 +235,7 @@ static int log_parse_asset(const cJSON *obj, struct job_asset *a, char **source,
             (rc = proto_validate_logical_path(lp, err, errlen)))
                 return rc;
         if ((file != NULL) + (tok != NULL) + (remote != NULL) != 1) {
-                snprintf(err, errlen, "asset \"%s\" needs exactly one of file, staged, remote",
-                         lp);
+                snprintf(err, errlen, "asset \"%s\" needs exactly one of file, staged, remote", lp);
                 return FERRY_EINVAL;
         }
         if (file != NULL && file[0] != '/') {
@@ -295,8 +294,8 @@ static int log_parse_assets(struct log_work *w, const cJSON *assets, char *err, 
                 size_t slot = job->nassets, j;
 
                 job->nassets++;
-                rc = log_parse_asset(it, &job->assets[slot], &w->sources[slot],
-                                     &w->staged[slot], err, errlen);
+                rc = log_parse_asset(it, &job->assets[slot], &w->sources[slot], &w->staged[slot],
+                                     err, errlen);
                 if (rc != 0)
                         return rc;
                 for (j = 0; j < slot; j++) {
@@ -329,10 +328,9 @@ static int log_parse_assets(struct log_work *w, const cJSON *assets, char *err, 
 
 void op_log(struct request *req)
 {
-        static const char *const keys[] = {"id",       "op",         "name",      "type",
-                                           "version",  "aliases",    "tags",      "metadata",
-                                           "experiment", "workspace", "project", "assets",
-                                           NULL};
+        static const char *const keys[] = {
+            "id",       "op",         "name",      "type",    "version", "aliases", "tags",
+            "metadata", "experiment", "workspace", "project", "assets",  NULL};
         struct daemon *d = req->d;
         char err[PROTO_ERRMSG_MAX], key[33];
         const char *name, *type, *version, *exp, *ws, *proj;
@@ -403,8 +401,7 @@ void op_log(struct request *req)
         job->tags = dup_json(tags, "[]");
         job->metadata = dup_json(meta, NULL);
         if (!job->experiment || !job->workspace || !job->project || !job->name || !job->type ||
-            (version && !job->version) || !job->aliases || !job->tags ||
-            (meta && !job->metadata)) {
+            (version && !job->version) || !job->aliases || !job->tags || (meta && !job->metadata)) {
                 rc = FERRY_ENOMEM;
                 snprintf(err, sizeof(err), "out of memory");
                 goto fail;
@@ -420,8 +417,7 @@ void op_log(struct request *req)
         }
         if (log_version_taken(d, job)) {
                 rc = FERRY_EEXIST;
-                snprintf(err, sizeof(err), "%s version %s exists already", job->name,
-                         job->version);
+                snprintf(err, sizeof(err), "%s version %s exists already", job->name, job->version);
                 goto fail;
         }
         w->work.data = w;

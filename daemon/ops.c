@@ -290,8 +290,7 @@ static void op_retry(struct request *req)
                 return;
         }
         if (n == 0 && !all) {
-                request_fail(req, FERRY_ENOTFOUND, "job %lld is not a failed job",
-                             (long long)id);
+                request_fail(req, FERRY_ENOTFOUND, "job %lld is not a failed job", (long long)id);
                 return;
         }
         if (n > 0)
@@ -325,20 +324,19 @@ static const struct {
         const char *op;
         void (*handler)(struct request *req);
 } op_table[] = {
-        {"experiment.create", op_experiment_create},
-        {"stage", op_stage},
-        {"artifact.log", op_log},
-        {"status", op_status},
-        {"ls", op_ls},
-        {"wait", op_wait},
-        {"retry", op_retry},
-        {"pause", op_pause},
-        {"get", op_get},
-        {"download", op_download},
+    {"experiment.create", op_experiment_create},
+    {"stage", op_stage},
+    {"artifact.log", op_log},
+    {"status", op_status},
+    {"ls", op_ls},
+    {"wait", op_wait},
+    {"retry", op_retry},
+    {"pause", op_pause},
+    {"get", op_get},
+    {"download", op_download},
 };
 
-void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op,
-                  cJSON *msg)
+void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op, cJSON *msg)
 {
         struct request *req = calloc(1, sizeof(*req));
         size_t i;

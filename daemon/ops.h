@@ -21,8 +21,7 @@ struct request {
 };
 
 /* Route a request after hello; takes ownership of `msg`. */
-void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op,
-                  cJSON *msg);
+void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op, cJSON *msg);
 
 /* A reply object with "id" and "ok": true, to which results are added; NULL if out of memory. */
 cJSON *request_ok(struct request *req);
@@ -30,7 +29,7 @@ cJSON *request_ok(struct request *req);
 void request_reply(struct request *req, cJSON *reply);
 /* Send an error reply and end the request. */
 void request_fail(struct request *req, int code, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Handlers living in their own files. */
 void op_log(struct request *req);

@@ -209,11 +209,11 @@ static int registry_insert_version(struct registry *r, const struct job *job, co
         if (artifact < 0)
                 return FERRY_EIO;
         if (artifact == 0) {
-                rc = reg_exec_bind(r,
-                                   "INSERT INTO artifacts(workspace, name, type, project, "
-                                   "created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                                   "ssssi", job->workspace, job->name, job->type, job->project,
-                                   now);
+                rc =
+                    reg_exec_bind(r,
+                                  "INSERT INTO artifacts(workspace, name, type, project, "
+                                  "created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                                  "ssssi", job->workspace, job->name, job->type, job->project, now);
                 if (rc != 0)
                         return rc;
                 artifact = sqlite3_last_insert_rowid(r->db);
@@ -224,8 +224,8 @@ static int registry_insert_version(struct registry *r, const struct job *job, co
                 return rc;
         }
         {
-                sqlite3_stmt *st = reg_prepare(
-                        r, "SELECT 1 FROM versions WHERE artifact = ?1 AND version = ?2");
+                sqlite3_stmt *st =
+                    reg_prepare(r, "SELECT 1 FROM versions WHERE artifact = ?1 AND version = ?2");
                 bool taken;
 
                 if (st == NULL)
@@ -298,10 +298,9 @@ static int registry_insert_version(struct registry *r, const struct job *job, co
 }
 
 int registry_publish(struct registry *r, const struct job *job, const char *origin,
-                     const char *spool_dir, char *version, size_t vlen, char *err,
-                     size_t errlen)
+                     const char *spool_dir, char *version, size_t vlen, char *err, size_t errlen)
 {
-        char (*shas)[65] = calloc(job->nassets + 1, sizeof(*shas));
+        char(*shas)[65] = calloc(job->nassets + 1, sizeof(*shas));
         sqlite3_stmt *st;
         size_t i;
         int rc = 0;
@@ -392,8 +391,8 @@ static cJSON *reg_string_list(struct registry *r, const char *sql, int64_t id)
                 return arr;
         sqlite3_bind_int64(st, 1, id);
         while (sqlite3_step(st) == SQLITE_ROW)
-                cJSON_AddItemToArray(arr, cJSON_CreateString(
-                                                  (const char *)sqlite3_column_text(st, 0)));
+                cJSON_AddItemToArray(arr,
+                                     cJSON_CreateString((const char *)sqlite3_column_text(st, 0)));
         sqlite3_finalize(st);
         return arr;
 }
@@ -417,22 +416,21 @@ int registry_get(struct registry *r, const char *workspace, const char *name,
                 return artifact < 0 ? FERRY_EIO : FERRY_ENOTFOUND;
         }
         st = reg_prepare(r, by_version
-                                    ? "SELECT v.id, v.version, v.state, v.metadata, v.experiment, "
-                                      "v.project, v.size, a.type, a.tags FROM versions v JOIN "
-                                      "artifacts a ON a.id = v.artifact WHERE a.id = ?1 AND "
-                                      "v.version = ?2"
-                                    : "SELECT v.id, v.version, v.state, v.metadata, v.experiment, "
-                                      "v.project, v.size, a.type, a.tags FROM aliases l JOIN "
-                                      "versions v ON v.id = l.version JOIN artifacts a ON a.id = "
-                                      "v.artifact WHERE a.id = ?1 AND l.alias = ?2");
+                                ? "SELECT v.id, v.version, v.state, v.metadata, v.experiment, "
+                                  "v.project, v.size, a.type, a.tags FROM versions v JOIN "
+                                  "artifacts a ON a.id = v.artifact WHERE a.id = ?1 AND "
+                                  "v.version = ?2"
+                                : "SELECT v.id, v.version, v.state, v.metadata, v.experiment, "
+                                  "v.project, v.size, a.type, a.tags FROM aliases l JOIN "
+                                  "versions v ON v.id = l.version JOIN artifacts a ON a.id = "
+                                  "v.artifact WHERE a.id = ?1 AND l.alias = ?2");
         if (st == NULL)
                 return FERRY_EIO;
         sqlite3_bind_int64(st, 1, artifact);
         sqlutil_bind_text(st, 2, sel);
         if (sqlite3_step(st) != SQLITE_ROW) {
                 sqlite3_finalize(st);
-                snprintf(err, errlen, "%s/%s has no version or alias \"%s\"", workspace, name,
-                         sel);
+                snprintf(err, errlen, "%s/%s has no version or alias \"%s\"", workspace, name, sel);
                 return FERRY_ENOTFOUND;
         }
         vid = sqlite3_column_int64(st, 0);
@@ -443,13 +441,12 @@ int registry_get(struct registry *r, const char *workspace, const char *name,
         cJSON_AddStringToObject(v, "type", (const char *)sqlite3_column_text(st, 7));
         cJSON_AddStringToObject(v, "version", (const char *)sqlite3_column_text(st, 1));
         cJSON_AddItemToObject(
-                v, "aliases",
-                reg_string_list(r, "SELECT alias FROM aliases WHERE version = ?1 ORDER BY alias",
-                                vid));
+            v, "aliases",
+            reg_string_list(r, "SELECT alias FROM aliases WHERE version = ?1 ORDER BY alias", vid));
         cJSON_AddItemToObject(
-                v, "version_tags",
-                reg_string_list(r, "SELECT tag FROM version_tags WHERE version = ?1 ORDER BY tag",
-                                vid));
+            v, "version_tags",
+            reg_string_list(r, "SELECT tag FROM version_tags WHERE version = ?1 ORDER BY tag",
+                            vid));
         cJSON_AddItemToObject(v, "artifact_tags", parse_or_null(sqlite3_column_text(st, 8)));
         cJSON_AddItemToObject(v, "metadata", parse_or_null(sqlite3_column_text(st, 3)));
         cJSON_AddNumberToObject(v, "size", (double)sqlite3_column_int64(st, 6));

@@ -27,8 +27,7 @@ void registry_close(struct registry *r);
  * spool files. FERRY_EEXIST when the requested version exists.
  */
 int registry_publish(struct registry *r, const struct job *job, const char *origin,
-                     const char *spool_dir, char *version, size_t vlen, char *err,
-                     size_t errlen);
+                     const char *spool_dir, char *version, size_t vlen, char *err, size_t errlen);
 
 /* 1 if workspace/name:version exists, else 0. */
 int registry_version_exists(struct registry *r, const char *workspace, const char *name,

@@ -18,7 +18,7 @@
 #include "store.h"
 #include "util.h"
 
-#define SCHEDULER_IDLE_MS 30000  /* look at the queue at least this often */
+#define SCHEDULER_IDLE_MS 30000 /* look at the queue at least this often */
 #define SCHEDULER_PROBE_CAP_MS 10000
 #define RATE_SAMPLES 64
 
@@ -269,8 +269,8 @@ static void scheduler_deliver_cb(struct backend *be, struct job *job,
         }
         switch (r->outcome) {
         case BACKEND_OK:
-                if (store_job_set_done(st, job->id, r->assigned_version[0] ? r->assigned_version
-                                                                           : NULL) == 0)
+                if (store_job_set_done(st, job->id,
+                                       r->assigned_version[0] ? r->assigned_version : NULL) == 0)
                         scheduler_job_done(s, job);
                 log_info("job %lld: %s %s delivered", (long long)job->id, job->name,
                          r->assigned_version);
@@ -290,12 +290,12 @@ static void scheduler_deliver_cb(struct backend *be, struct job *job,
                         log_warn("job %lld: %s", (long long)job->id, msg);
                         break;
                 }
-                delay = scheduler_backoff_ms(cfg->retry_base_ms, cfg->retry_cap_ms,
-                                             job->attempts + 1);
+                delay =
+                    scheduler_backoff_ms(cfg->retry_base_ms, cfg->retry_cap_ms, job->attempts + 1);
                 if (r->retry_after_ms > delay)
                         delay = r->retry_after_ms;
-                store_job_reschedule(st, job->id, job->attempts + 1, util_now_ms() + delay,
-                                     r->code, r->message);
+                store_job_reschedule(st, job->id, job->attempts + 1, util_now_ms() + delay, r->code,
+                                     r->message);
                 log_info("job %lld: %s; retrying in %lld ms", (long long)job->id, r->message,
                          (long long)delay);
                 break;
@@ -366,8 +366,7 @@ static void scheduler_tick(struct scheduler *s)
                         d->backend->ops->probe(d->backend, scheduler_probe_cb);
                         return;
                 }
-                uv_timer_start(&s->timer, scheduler_timer_cb, wait > 0 ? (uint64_t)wait : 1000,
-                               0);
+                uv_timer_start(&s->timer, scheduler_timer_cb, wait > 0 ? (uint64_t)wait : 1000, 0);
                 return;
         }
         room = s->paused ? 0 : d->cfg.max_jobs - s->nrunning;

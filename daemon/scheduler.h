@@ -40,7 +40,8 @@ struct scheduler_status {
 };
 void scheduler_status(struct scheduler *s, struct scheduler_status *out);
 
-/* Answer `req` once none of `jobs_json`'s jobs (NULL: all) is pending, or after timeout_ms (< 0: never). */
+/* Answer `req` once none of `jobs_json`'s jobs (NULL: all) is pending, or after timeout_ms (< 0:
+ * never). */
 void scheduler_add_waiter(struct scheduler *s, struct request *req, const char *jobs_json,
                           int64_t timeout_ms);
 

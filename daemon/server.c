@@ -27,10 +27,10 @@ struct client {
         uv_pipe_t pipe;
         struct server *srv;
         struct proto_decoder dec;
-        bool hello;        /* hello exchanged */
-        bool closing;      /* no more reads or writes */
-        size_t queued;     /* bytes handed to uv_write and not yet written */
-        int refs;          /* the connection's own ref + pending asynchronous replies */
+        bool hello;    /* hello exchanged */
+        bool closing;  /* no more reads or writes */
+        size_t queued; /* bytes handed to uv_write and not yet written */
+        int refs;      /* the connection's own ref + pending asynchronous replies */
         unsigned long serial;
         uid_t uid;
         struct client *prev, *next;
@@ -101,9 +101,9 @@ void client_send(struct client *c, const cJSON *msg)
 
                 free(w);
                 /* A reply too large for a frame becomes an error reply. */
-                err = proto_reply_error((uint64_t)cJSON_GetNumberValue(
-                                                cJSON_GetObjectItemCaseSensitive(msg, "id")),
-                                        rc, "the reply does not fit in one frame");
+                err = proto_reply_error(
+                    (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(msg, "id")), rc,
+                    "the reply does not fit in one frame");
                 if (rc == FERRY_ETOOBIG && err != NULL)
                         client_send(c, err);
                 cJSON_Delete(err);
@@ -286,9 +286,9 @@ static void client_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b
                         log_info("client %lu sent a bad frame header; dropping it", c->serial);
                         client_refuse(c, 0, rc,
                                       rc == FERRY_ETOOBIG
-                                              ? "frame announces more than 1 MiB; larger data "
-                                                "travels as files"
-                                              : "frame announces an empty message");
+                                          ? "frame announces more than 1 MiB; larger data "
+                                            "travels as files"
+                                          : "frame announces an empty message");
                         break;
                 }
                 client_handle_frame(c, json, len);
@@ -341,7 +341,8 @@ static void server_connection_cb(uv_stream_t *listener, int status)
         }
         if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 || !peer_allowed(srv, fd, &c->uid)) {
                 log_warn("refused a connection from uid %u", (unsigned)c->uid);
-                client_refuse(c, 0, FERRY_EPERM, "permission denied: this ferryd serves its own user only");
+                client_refuse(c, 0, FERRY_EPERM,
+                              "permission denied: this ferryd serves its own user only");
                 return;
         }
         if (srv->nclients > srv->d->cfg.max_clients) {
@@ -460,7 +461,6 @@ int server_start(struct server **out, struct daemon *d, char *err, size_t errlen
         *out = srv;
         return 0;
 }
-
 
 void server_stop(struct server *srv)
 {

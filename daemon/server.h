@@ -29,7 +29,6 @@ void client_send(struct client *c, const cJSON *msg);
 void client_ref(struct client *c);
 void client_unref(struct client *c);
 
-
 /* True once the connection has ended (replies to it are dropped). */
 int client_closed(const struct client *c);
 

@@ -18,10 +18,10 @@
 #include "util.h"
 
 struct spool {
-        char *dir;         /* <state>/spool */
-        char *staging;     /* <state>/spool/staging */
-        int64_t budget;    /* 0 = unlimited */
-        int64_t used;      /* bytes held by snapshots and reservations */
+        char *dir;      /* <state>/spool */
+        char *staging;  /* <state>/spool/staging */
+        int64_t budget; /* 0 = unlimited */
+        int64_t used;   /* bytes held by snapshots and reservations */
         pthread_mutex_t lock;
 };
 
@@ -155,8 +155,8 @@ static int spool_create(struct spool *sp, char name[33], char **path)
         return -EEXIST;
 }
 
-int spool_snapshot(struct spool *sp, const char *src, int64_t expect_size, char name[33],
-                   char *err, size_t errlen)
+int spool_snapshot(struct spool *sp, const char *src, int64_t expect_size, char name[33], char *err,
+                   size_t errlen)
 {
         struct stat before, after;
         char *path = NULL;
@@ -241,8 +241,7 @@ static int valid_token(const char *token)
         return 1;
 }
 
-int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *err,
-                      size_t errlen)
+int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *err, size_t errlen)
 {
         struct stat stt;
         char *path;
@@ -265,8 +264,8 @@ int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *
         return rc;
 }
 
-int spool_claim_staged(struct spool *sp, const char *token, char name[33], int64_t *size,
-                       char *err, size_t errlen)
+int spool_claim_staged(struct spool *sp, const char *token, char name[33], int64_t *size, char *err,
+                       size_t errlen)
 {
         char *from = NULL, *to = NULL;
         int fd = -1, rc;

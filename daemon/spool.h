@@ -32,20 +32,20 @@ int64_t spool_budget(const struct spool *sp);
  * source's size and mtime must not change during the copy (retried once).
  * *name receives the spool file name. `expect_size` >= 0 is the size accounted.
  */
-int spool_snapshot(struct spool *sp, const char *src, int64_t expect_size, char name[33],
-                   char *err, size_t errlen);
+int spool_snapshot(struct spool *sp, const char *src, int64_t expect_size, char name[33], char *err,
+                   size_t errlen);
 /* Move staging file `token` to a new spool name, fsync it; *size receives its size. */
-int spool_claim_staged(struct spool *sp, const char *token, char name[33], int64_t *size,
-                       char *err, size_t errlen);
+int spool_claim_staged(struct spool *sp, const char *token, char name[33], int64_t *size, char *err,
+                       size_t errlen);
 /* Size of staging file `token`, or FERRY_ENOTFOUND. */
-int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *err,
-                      size_t errlen);
+int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *err, size_t errlen);
 /* Create an empty staging file (0600); *path (caller frees) and token returned. */
 int spool_stage_new(struct spool *sp, char token[33], char **path, char *err, size_t errlen);
 /* fsync the spool directory so new names survive a power cut. */
 int spool_sync(struct spool *sp);
 void spool_remove(struct spool *sp, const char *name);
-/* At start-up: remove snapshots no queued/failed job references, and staging files older than an hour. */
+/* At start-up: remove snapshots no queued/failed job references, and staging files older than an
+ * hour. */
 void spool_cleanup(struct spool *sp, struct store *st);
 
 #endif

@@ -56,8 +56,7 @@ int sqlutil_exec(sqlite3 *db, const char *sql)
         return 0;
 }
 
-int sqlutil_open(const char *path, const char *migrations, sqlite3 **out, char *err,
-                 size_t errlen)
+int sqlutil_open(const char *path, const char *migrations, sqlite3 **out, char *err, size_t errlen)
 {
         sqlite3 *db = NULL;
         sqlite3_stmt *st = NULL;

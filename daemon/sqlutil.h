@@ -12,8 +12,7 @@
  * A database whose user_version is newer than the code is refused.
  * Return 0 with *out open, or -1 with a sentence in err (nothing left open).
  */
-int sqlutil_open(const char *path, const char *migrations, sqlite3 **out, char *err,
-                 size_t errlen);
+int sqlutil_open(const char *path, const char *migrations, sqlite3 **out, char *err, size_t errlen);
 
 /* Prepare once, keep: returns the statement or NULL (message logged). */
 sqlite3_stmt *sqlutil_prepare(sqlite3 *db, const char *sql);

@@ -51,7 +51,7 @@ extern const char schema_sql[];
         XX(version_pending, "SELECT 1 FROM jobs WHERE workspace = ?1 AND name = ?2 AND "           \
                             "version = ?3 AND state IN ('queued', 'failed') LIMIT 1")              \
         XX(find_pending,                                                                           \
-           "SELECT id FROM jobs WHERE workspace = ?1 AND name = ?2 AND state = 'queued' AND "     \
+           "SELECT id FROM jobs WHERE workspace = ?1 AND name = ?2 AND state = 'queued' AND "      \
            "(?3 IS NULL OR ?3 = 'Latest' OR version = ?3 OR EXISTS (SELECT 1 FROM "                \
            "json_each(jobs.aliases) WHERE value = ?3)) ORDER BY id DESC LIMIT 1")                  \
         XX(counts, "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'failed'), "   \

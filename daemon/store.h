@@ -65,14 +65,14 @@ int store_jobs_due_now(struct store *st);
 /* True when a queued or failed job already asks for workspace/name:version. */
 bool store_version_pending(struct store *st, const char *workspace, const char *name,
                            const char *version);
-/* Newest queued job for workspace/name matching version or alias (NULL or Latest: any); 0 if none. */
+/* Newest queued job for workspace/name matching version or alias (NULL or Latest: any); 0 if none.
+ */
 int64_t store_find_pending(struct store *st, const char *workspace, const char *name,
                            const char *version_or_alias);
 
 int store_counts(struct store *st, struct store_counts *out);
 /* For wait: counts among `jobs` (a JSON array of ids, NULL for all jobs). */
-int store_wait_counts(struct store *st, const char *jobs_json, int64_t *pending,
-                      int64_t *failed);
+int store_wait_counts(struct store *st, const char *jobs_json, int64_t *pending, int64_t *failed);
 /* ls: items as PROTOCOL.md's "items" array; `state` one of active|failed|done|all. */
 cJSON *store_list(struct store *st, const char *state, int limit);
 /* status: the newest failed jobs as PROTOCOL.md's "errors" array. */

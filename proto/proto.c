@@ -9,7 +9,7 @@
 #include <string.h>
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -194,8 +194,8 @@ static int get_id(const cJSON *obj, uint64_t *id)
         return 0;
 }
 
-int proto_request_parse(const char *json, size_t len, cJSON **out, uint64_t *id,
-                        const char **op, char *err, size_t errlen)
+int proto_request_parse(const char *json, size_t len, cJSON **out, uint64_t *id, const char **op,
+                        char *err, size_t errlen)
 {
         cJSON *req;
         const cJSON *v;
@@ -295,8 +295,8 @@ static const cJSON *get_field(const cJSON *obj, const char *key)
         return cJSON_IsNull(v) ? NULL : v;
 }
 
-int proto_get_string(const cJSON *obj, const char *key, bool required, const char **out,
-                     char *err, size_t errlen)
+int proto_get_string(const cJSON *obj, const char *key, bool required, const char **out, char *err,
+                     size_t errlen)
 {
         const cJSON *v = get_field(obj, key);
 
@@ -338,8 +338,7 @@ int proto_get_int(const cJSON *obj, const char *key, bool required, int64_t def,
         return 0;
 }
 
-int proto_get_bool(const cJSON *obj, const char *key, bool def, bool *out, char *err,
-                   size_t errlen)
+int proto_get_bool(const cJSON *obj, const char *key, bool def, bool *out, char *err, size_t errlen)
 {
         const cJSON *v = get_field(obj, key);
 
@@ -372,8 +371,8 @@ int proto_get_string_array(const cJSON *obj, const char *key, const cJSON **out,
                 if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
                     strlen(it->valuestring) > PROTO_NAME_MAX) {
                         set_err(err, errlen,
-                                "field \"%s\" must hold non-empty strings of at most %d bytes",
-                                key, PROTO_NAME_MAX);
+                                "field \"%s\" must hold non-empty strings of at most %d bytes", key,
+                                PROTO_NAME_MAX);
                         return FERRY_EINVAL;
                 }
         }
@@ -381,8 +380,8 @@ int proto_get_string_array(const cJSON *obj, const char *key, const cJSON **out,
         return 0;
 }
 
-int proto_get_object(const cJSON *obj, const char *key, bool required, const cJSON **out,
-                     char *err, size_t errlen)
+int proto_get_object(const cJSON *obj, const char *key, bool required, const cJSON **out, char *err,
+                     size_t errlen)
 {
         const cJSON *v = get_field(obj, key);
 
@@ -480,8 +479,7 @@ int proto_validate_experiment_key(const char *key, char *err, size_t errlen)
         }
         for (p = key; *p; p++) {
                 if (!isascii((unsigned char)*p) || !isalnum((unsigned char)*p)) {
-                        set_err(err, errlen,
-                                "experiment key must be 32 to 50 letters and digits");
+                        set_err(err, errlen, "experiment key must be 32 to 50 letters and digits");
                         return FERRY_EINVAL;
                 }
         }
@@ -653,8 +651,8 @@ int proto_spec_parse(const char *spec, char *workspace, size_t wlen, char *name,
                 set_err(err, errlen, "artifact name in \"%s\" is too long", spec);
                 return FERRY_EINVAL;
         }
-        if (colon != NULL && (copy_part(version, vlen, colon + 1, strlen(colon + 1)) ||
-                              version[0] == '\0')) {
+        if (colon != NULL &&
+            (copy_part(version, vlen, colon + 1, strlen(colon + 1)) || version[0] == '\0')) {
                 set_err(err, errlen, "bad version or alias in \"%s\"", spec);
                 return FERRY_EINVAL;
         }

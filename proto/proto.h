@@ -62,7 +62,7 @@ cJSON *proto_request_new(uint64_t id, const char *op);
 cJSON *proto_reply_ok(uint64_t id);
 /* A refusal; `fmt` formats the message. Never returns NULL unless out of memory. */
 cJSON *proto_reply_error(uint64_t id, int code, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /*
  * Parse a request frame. On success return 0 with *out owning the object and
@@ -70,8 +70,8 @@ cJSON *proto_reply_error(uint64_t id, int code, const char *fmt, ...)
  * object, missing/ill-typed id or op) with a message in err; *id is the
  * request's id when it could be read, else 0.
  */
-int proto_request_parse(const char *json, size_t len, cJSON **out, uint64_t *id,
-                        const char **op, char *err, size_t errlen);
+int proto_request_parse(const char *json, size_t len, cJSON **out, uint64_t *id, const char **op,
+                        char *err, size_t errlen);
 
 /*
  * Parse a reply frame: return 0 for "ok": true (*out owns the object), the
@@ -86,8 +86,8 @@ int proto_reply_parse(const char *json, size_t len, cJSON **out, uint64_t *id, c
 /* Fail with the first key of `obj` not in the NULL-terminated `allowed` list. */
 int proto_check_keys(const cJSON *obj, const char *const *allowed, char *err, size_t errlen);
 /* *out is NULL when absent and not required. JSON null counts as absent. */
-int proto_get_string(const cJSON *obj, const char *key, bool required, const char **out,
-                     char *err, size_t errlen);
+int proto_get_string(const cJSON *obj, const char *key, bool required, const char **out, char *err,
+                     size_t errlen);
 int proto_get_int(const cJSON *obj, const char *key, bool required, int64_t def, int64_t *out,
                   char *err, size_t errlen);
 int proto_get_bool(const cJSON *obj, const char *key, bool def, bool *out, char *err,
@@ -96,8 +96,8 @@ int proto_get_bool(const cJSON *obj, const char *key, bool def, bool *out, char 
 int proto_get_string_array(const cJSON *obj, const char *key, const cJSON **out, char *err,
                            size_t errlen);
 /* A JSON object (for metadata); *out NULL when absent. */
-int proto_get_object(const cJSON *obj, const char *key, bool required, const cJSON **out,
-                     char *err, size_t errlen);
+int proto_get_object(const cJSON *obj, const char *key, bool required, const cJSON **out, char *err,
+                     size_t errlen);
 
 /* ---- value rules shared by client and daemon ---- */
 

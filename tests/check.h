@@ -39,7 +39,7 @@ static int check_failures;
 
 /* Print the summary line and return the exit status for main(). */
 #define CHECK_DONE(name)                                                                           \
-        (fprintf(stderr, "%s: %s (%d failed checks)\n", name,                                     \
+        (fprintf(stderr, "%s: %s (%d failed checks)\n", name,                                      \
                  check_failures ? "FAILED" : "passed", check_failures),                            \
          check_failures ? 1 : 0)
 

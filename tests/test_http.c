@@ -550,14 +550,14 @@ static void test_upload(struct http_engine *engine)
         char sha[65];
 
         CHECK_INT(make_file(path, UPLOAD_SIZE, sha), 0);
+        /* Measure from before the request is built to after its callback. */
+        sent_before = http_engine_bytes_sent(engine);
+        peak_reset = reset_peak_rss();
+        rss_before = proc_status_kb("VmRSS");
         req = new_req("POST", "/echo");
         CHECK_INT(http_request_add_part_string(req, "metadata", metadata), 0);
         CHECK_INT(http_request_add_part_string(req, "link", "s3://bucket/key"), 0);
         CHECK_INT(http_request_add_part_file(req, "file", path, "weights.bin"), 0);
-
-        sent_before = http_engine_bytes_sent(engine);
-        peak_reset = reset_peak_rss();
-        rss_before = proc_status_kb("VmRSS");
         fetch(engine, req, &c, 120);
         rss_after = proc_status_kb("VmRSS");
         peak_after = proc_status_kb("VmHWM");

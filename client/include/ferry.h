@@ -97,8 +97,8 @@ void ferry_set_timeout(struct ferry_client *client, int timeout_ms);
  * On a refusal the daemon's code is returned and its message is in
  * ferry_last_error(); *reply_json is then NULL.
  */
-int ferry_call(struct ferry_client *client, const char *op, const char *args_json,
-               int timeout_ms, char **reply_json);
+int ferry_call(struct ferry_client *client, const char *op, const char *args_json, int timeout_ms,
+               char **reply_json);
 
 /* ---- artifacts ---------------------------------------------------------- */
 
@@ -186,8 +186,8 @@ int ferry_log_json(struct ferry_client *client, const struct ferry_artifact *art
  * between processes, pass the key to the others, which adopt it with
  * ferry_experiment_adopt() or ferry_log_options.experiment.
  */
-int ferry_experiment_create(struct ferry_client *client, const char *workspace,
-                            const char *project, const char *name, char **key);
+int ferry_experiment_create(struct ferry_client *client, const char *workspace, const char *project,
+                            const char *name, char **key);
 /* Adopt the experiment `key` (32..50 letters and digits), recording it if it is new. */
 int ferry_experiment_adopt(struct ferry_client *client, const char *key, const char *workspace,
                            const char *project, const char *name);
@@ -208,7 +208,11 @@ int ferry_status(struct ferry_client *client, char **json);
 /* `spec` is [workspace/]name[:version_or_alias]. *json is the version. */
 int ferry_get(struct ferry_client *client, const char *spec, char **json);
 
-enum ferry_overwrite { FERRY_OVERWRITE_FAIL = 0, FERRY_OVERWRITE_PRESERVE, FERRY_OVERWRITE_REPLACE };
+enum ferry_overwrite {
+        FERRY_OVERWRITE_FAIL = 0,
+        FERRY_OVERWRITE_PRESERVE,
+        FERRY_OVERWRITE_REPLACE
+};
 
 /*
  * Download the version named by `spec` into `dir` (created if missing by the

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what ferry needs to build and test on Debian 12 (run as root, or with sudo available).
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+PACKAGES=(build-essential cmake pkg-config git
+          libuv1-dev libcurl4-openssl-dev libcjson-dev libsqlite3-dev libssl-dev libexpat1-dev
+          python3 python3-setuptools clang-format sqlite3 curl nodejs npm)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The S3 stand-in for tests (s3rver), from the npm registry, kept inside the repo's tests/.
+here="$(cd "$(dirname "$0")/.." && pwd)"
+if [ -f "$here/tests/package.json" ] && [ ! -d "$here/tests/node_modules" ]; then
+    (cd "$here/tests" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+echo "setup: dependencies present"
