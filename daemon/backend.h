@@ -57,7 +57,9 @@ struct backend_ops {
                     const char *version_or_alias, backend_get_cb *cb, void *data);
         /* Make one asset of a get result available as a local file. */
         void (*fetch)(struct backend *be, const cJSON *asset, backend_fetch_cb *cb, void *data);
-        /* Release everything; pending callbacks are not called after this. */
+        /* Shutting down: end in-flight deliveries now (their `done` still runs, later). */
+        void (*abort)(struct backend *be);
+        /* Release everything; call only once no delivery is in flight. */
         void (*close)(struct backend *be);
 };
 

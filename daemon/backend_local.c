@@ -136,6 +136,11 @@ static void local_fetch(struct backend *be, const cJSON *asset, backend_fetch_cb
         cb(data, 0, NULL, path->valuestring);
 }
 
+static void local_abort(struct backend *be)
+{
+        /* Thread-pool deliveries are short and finish on their own. */
+}
+
 static void local_close(struct backend *be)
 {
         struct local_backend *lb = be->priv;
@@ -153,6 +158,7 @@ static const struct backend_ops local_ops = {
     .version_exists = local_version_exists,
     .get = local_get,
     .fetch = local_fetch,
+    .abort = local_abort,
     .close = local_close,
 };
 

@@ -733,6 +733,15 @@ static int http_request_setup(struct http_engine *engine, struct http_request *r
         return 0;
 }
 
+/* The output file could not be written: disk full, or anything else. */
+static void http_request_set_file_error(struct http_request *req)
+{
+        int e = req->out_errno;
+
+        req->resp.err = (e == ENOSPC || e == EDQUOT) ? FERRY_ENOSPC : FERRY_EFAILED;
+        http_response_set_error(&req->resp, "cannot write %s: %s", req->out_path, strerror(e));
+}
+
 /* Fill resp->err, resp->unreachable and resp->error for a failed transfer. */
 static void http_request_set_failure(struct http_request *req, CURLcode result)
 {
@@ -781,11 +790,7 @@ static void http_request_set_failure(struct http_request *req, CURLcode result)
                         return;
                 }
                 if (req->out_errno != 0) {
-                        resp->err = (req->out_errno == ENOSPC || req->out_errno == EDQUOT)
-                                        ? FERRY_ENOSPC
-                                        : FERRY_EFAILED;
-                        http_response_set_error(resp, "cannot write %s: %s", req->out_path,
-                                                strerror(req->out_errno));
+                        http_request_set_file_error(req);
                         return;
                 }
                 resp->err = FERRY_EFAILED;
@@ -854,9 +859,7 @@ static void http_request_complete(struct http_request *req, CURLcode result)
         if (result != CURLE_OK) {
                 http_request_set_failure(req, result);
         } else if (req->out_errno != 0) {
-                resp->err = req->out_errno == ENOSPC ? FERRY_ENOSPC : FERRY_EFAILED;
-                http_response_set_error(resp, "cannot write %s: %s", req->out_path,
-                                        strerror(req->out_errno));
+                http_request_set_file_error(req);
         } else if (!ok2xx) {
                 http_response_set_error(resp, "server replied HTTP %ld", status);
         }

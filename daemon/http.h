@@ -58,12 +58,13 @@ struct http_engine;
 struct http_request;
 
 void http_config_defaults(struct http_config *cfg);
-/* cfg NULL means defaults. On success *out must be released with http_engine_close(). */
+/* cfg NULL: defaults; copied. Calls curl_global_init(). Release with http_engine_close(). */
 int http_engine_new(struct http_engine **out, uv_loop_t *loop, const struct http_config *cfg);
 /*
- * Cancel every request (their `done` runs with resp->cancelled), close all uv
- * handles, free the engine, then call closed_cb(data) (may be NULL).
- * Submitting after this returns FERRY_EINVAL.
+ * Cancel every request, close all uv handles, free the engine, then call
+ * closed_cb(data) (may be NULL). The cancelled requests' `done` callbacks run
+ * later, from the loop, before closed_cb: what they use must live until then.
+ * Until closed_cb, submit returns FERRY_EINVAL and cancel FERRY_ENOTFOUND.
  */
 void http_engine_close(struct http_engine *engine, void (*closed_cb)(void *data), void *data);
 

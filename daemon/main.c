@@ -63,6 +63,7 @@ static void daemon_shutdown(struct daemon *d)
         d->server = NULL;
         scheduler_close(d->scheduler, daemon_closed_cb, d);
         d->scheduler = NULL;
+        d->backend->ops->abort(d->backend);
 }
 
 static void signal_cb(uv_signal_t *h, int signum)

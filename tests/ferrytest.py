@@ -66,6 +66,7 @@ class Daemon:
         self._log = None
 
     def start(self, timeout=15.0):
+        os.makedirs(self.root, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [FERRYD, "--foreground"] + self.args,

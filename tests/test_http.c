@@ -964,6 +964,56 @@ static void test_close_in_flight(void)
         call_reset(&b);
 }
 
+/* Callbacks that submit and close from inside a callback. */
+struct chain {
+        struct http_engine *engine;
+        struct call first;
+        struct call second;
+        struct call slow;
+        int closed;
+        int submit_rc;
+};
+
+static void chain_second_cb(struct http_request *req, const struct http_response *resp, void *data)
+{
+        struct chain *ch = data;
+
+        test_done_cb(req, resp, &ch->second);
+        CHECK_INT(ch->slow.done, 0);
+        http_engine_close(ch->engine, closed_cb, &ch->closed);
+        CHECK_INT(ch->slow.done, 0); /* cancelled, but its callback comes later */
+        CHECK_INT(ch->closed, 0);
+}
+
+static void chain_first_cb(struct http_request *req, const struct http_response *resp, void *data)
+{
+        struct chain *ch = data;
+
+        test_done_cb(req, resp, &ch->first);
+        ch->submit_rc =
+            http_engine_submit(ch->engine, new_req("GET", "/json"), chain_second_cb, ch);
+}
+
+static void test_reentrant_callbacks(void)
+{
+        struct chain ch;
+
+        memset(&ch, 0, sizeof(ch));
+        ch.engine = engine_new(NULL);
+        submit(ch.engine, new_req("GET", "/slow?ms=3000&group=chain"), &ch.slow);
+        CHECK_INT(http_engine_submit(ch.engine, new_req("GET", "/echo"), chain_first_cb, &ch), 0);
+        run_until(&ch.closed, 1, 10);
+        CHECK_INT(ch.submit_rc, 0);
+        CHECK_INT(ch.first.status, 200);
+        CHECK_INT(ch.second.status, 200);
+        CHECK_INT(ch.slow.done, 1);
+        CHECK_INT(ch.slow.cancelled, 1);
+        CHECK_INT(ch.closed, 1);
+        call_reset(&ch.first);
+        call_reset(&ch.second);
+        call_reset(&ch.slow);
+}
+
 static void walk_cb(uv_handle_t *handle, void *arg)
 {
         fprintf(stderr, "leaked uv handle: %s%s\n", uv_handle_type_name(handle->type),
@@ -1005,6 +1055,7 @@ int main(void)
         test_concurrency();
         test_low_speed();
         test_close_in_flight();
+        test_reentrant_callbacks();
 
         uv_close((uv_handle_t *)&watchdog, NULL);
         uv_close((uv_handle_t *)&pause_timer, NULL);
