@@ -101,8 +101,7 @@ static void url_param(char *url, size_t len, const char *key, const char *value)
         char *esc = curl_easy_escape(NULL, value, 0);
         size_t n = strlen(url);
 
-        snprintf(url + n, len - n, "%c%s=%s", strchr(url, '?') ? '&' : '?', key,
-                 esc ? esc : "");
+        snprintf(url + n, len - n, "%c%s=%s", strchr(url, '?') ? '&' : '?', key, esc ? esc : "");
         curl_free(esc);
 }
 
@@ -148,8 +147,7 @@ static void comet_result_from(struct backend_result *r, const char *what,
         else
                 snprintf(r->code, sizeof(r->code), "%s", ferry_err_name(resp->err));
         if (resp->status > 0)
-                snprintf(r->message, sizeof(r->message), "%s: HTTP %ld: %s%s%s", what,
-                         resp->status,
+                snprintf(r->message, sizeof(r->message), "%s: HTTP %ld: %s%s%s", what, resp->status,
                          cJSON_IsString(msg) ? msg->valuestring
                                              : (resp->error[0] ? resp->error : "error"),
                          cJSON_IsNumber(sdk) && sdk->valueint ? " (sdk_error_code " : "",
@@ -326,8 +324,7 @@ static void comet_register(struct comet_delivery *cd)
 
 /* ---- step 2: upsert the version ---- */
 
-static void comet_upsert_cb(struct http_request *req, const struct http_response *resp,
-                            void *data)
+static void comet_upsert_cb(struct http_request *req, const struct http_response *resp, void *data)
 {
         int asset;
         struct comet_delivery *cd = comet_call_end(data, &asset);
@@ -418,8 +415,7 @@ static void comet_upsert(struct comet_delivery *cd)
 
 /* ---- step 3: assets ---- */
 
-static void comet_asset_cb(struct http_request *req, const struct http_response *resp,
-                           void *data)
+static void comet_asset_cb(struct http_request *req, const struct http_response *resp, void *data)
 {
         int idx;
         struct comet_delivery *cd = comet_call_end(data, &idx);
@@ -509,8 +505,7 @@ static void comet_upload(struct comet_delivery *cd, struct job_asset *a)
 
 /* ---- step 4: close ---- */
 
-static void comet_close_cb(struct http_request *req, const struct http_response *resp,
-                           void *data)
+static void comet_close_cb(struct http_request *req, const struct http_response *resp, void *data)
 {
         int asset;
         struct comet_delivery *cd = comet_call_end(data, &asset);
@@ -632,8 +627,7 @@ struct comet_probe {
         backend_probe_cb *done;
 };
 
-static void comet_probe_cb(struct http_request *req, const struct http_response *resp,
-                           void *data)
+static void comet_probe_cb(struct http_request *req, const struct http_response *resp, void *data)
 {
         struct comet_probe *p = data;
         char msg[512];
@@ -690,13 +684,20 @@ static void comet_abort(struct backend *be)
                                 http_engine_cancel(cb->http, cd->requests[i]);
 }
 
+static void comet_closed_cb(void *data)
+{
+        struct comet_backend *cb = data;
+
+        free(cb->api_key);
+        free(cb);
+}
+
+/* Cancelled look-ups and fetches still call back (before comet_closed_cb): keep cb till then. */
 static void comet_close(struct backend *be)
 {
         struct comet_backend *cb = be->priv;
 
-        http_engine_close(cb->http, NULL, NULL);
-        free(cb->api_key);
-        free(cb);
+        http_engine_close(cb->http, comet_closed_cb, cb);
 }
 
 /* ---- get: the version and files endpoints ---- */
@@ -756,8 +757,7 @@ static cJSON *dup_or(const cJSON *v, cJSON *fallback)
         return cJSON_Duplicate(v, 1);
 }
 
-static void comet_files_cb(struct http_request *req, const struct http_response *resp,
-                           void *data)
+static void comet_files_cb(struct http_request *req, const struct http_response *resp, void *data)
 {
         struct comet_get *g = data;
         cJSON *body, *assets;
@@ -786,14 +786,14 @@ static void comet_files_cb(struct http_request *req, const struct http_response 
                 }
                 cJSON_AddStringToObject(a, "logical_path", name->valuestring);
                 cJSON_AddNumberToObject(
-                        a, "size",
-                        cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(f, "fileSize")));
+                    a, "size",
+                    cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(f, "fileSize")));
                 cJSON_AddBoolToObject(a, "remote",
                                       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "remote")));
                 cJSON_AddItemToObject(a, "link", dup_or(link, cJSON_CreateNull()));
                 cJSON_AddItemToObject(
-                        a, "metadata",
-                        parse_json_string(cJSON_GetObjectItemCaseSensitive(f, "metadata")));
+                    a, "metadata",
+                    parse_json_string(cJSON_GetObjectItemCaseSensitive(f, "metadata")));
                 cJSON_AddStringToObject(a, "_asset_id", id->valuestring);
                 cJSON_AddStringToObject(a, "_version_id", g->version_id);
                 cJSON_AddItemToArray(assets, a);
@@ -802,8 +802,7 @@ static void comet_files_cb(struct http_request *req, const struct http_response 
         comet_get_end(g, 0, NULL);
 }
 
-static void comet_version_cb(struct http_request *req, const struct http_response *resp,
-                             void *data)
+static void comet_version_cb(struct http_request *req, const struct http_response *resp, void *data)
 {
         struct comet_get *g = data;
         struct comet_backend *cb = g->cb;
@@ -830,38 +829,38 @@ static void comet_version_cb(struct http_request *req, const struct http_respons
         snprintf(g->version_id, sizeof(g->version_id), "%s", vid->valuestring);
         snprintf(g->artifact_id, sizeof(g->artifact_id), "%s", aid->valuestring);
         v = g->version = cJSON_CreateObject();
-        cJSON_AddItemToObject(v, "workspace",
-                              dup_or(cJSON_GetObjectItemCaseSensitive(art, "workspaceName"),
-                                     cJSON_CreateString("")));
+        cJSON_AddItemToObject(
+            v, "workspace",
+            dup_or(cJSON_GetObjectItemCaseSensitive(art, "workspaceName"), cJSON_CreateString("")));
         cJSON_AddStringToObject(v, "project", "");
-        cJSON_AddItemToObject(v, "name",
-                              dup_or(cJSON_GetObjectItemCaseSensitive(art, "artifactName"),
-                                     cJSON_CreateString("")));
-        cJSON_AddItemToObject(v, "type",
-                              dup_or(cJSON_GetObjectItemCaseSensitive(art, "artifactType"),
-                                     cJSON_CreateString("")));
-        cJSON_AddItemToObject(v, "version",
-                              dup_or(cJSON_GetObjectItemCaseSensitive(body, "artifactVersion"),
-                                     cJSON_CreateNull()));
-        cJSON_AddItemToObject(v, "aliases",
-                              dup_or(cJSON_GetObjectItemCaseSensitive(body, "alias"),
-                                     cJSON_CreateArray()));
-        cJSON_AddItemToObject(v, "version_tags",
-                              dup_or(cJSON_GetObjectItemCaseSensitive(body, "tags"),
-                                     cJSON_CreateArray()));
-        cJSON_AddItemToObject(v, "artifact_tags",
-                              dup_or(cJSON_GetObjectItemCaseSensitive(art, "tags"),
-                                     cJSON_CreateArray()));
-        cJSON_AddItemToObject(v, "metadata",
-                              parse_json_string(cJSON_GetObjectItemCaseSensitive(body, "metadata")));
+        cJSON_AddItemToObject(
+            v, "name",
+            dup_or(cJSON_GetObjectItemCaseSensitive(art, "artifactName"), cJSON_CreateString("")));
+        cJSON_AddItemToObject(
+            v, "type",
+            dup_or(cJSON_GetObjectItemCaseSensitive(art, "artifactType"), cJSON_CreateString("")));
+        cJSON_AddItemToObject(
+            v, "version",
+            dup_or(cJSON_GetObjectItemCaseSensitive(body, "artifactVersion"), cJSON_CreateNull()));
+        cJSON_AddItemToObject(
+            v, "aliases",
+            dup_or(cJSON_GetObjectItemCaseSensitive(body, "alias"), cJSON_CreateArray()));
+        cJSON_AddItemToObject(
+            v, "version_tags",
+            dup_or(cJSON_GetObjectItemCaseSensitive(body, "tags"), cJSON_CreateArray()));
+        cJSON_AddItemToObject(
+            v, "artifact_tags",
+            dup_or(cJSON_GetObjectItemCaseSensitive(art, "tags"), cJSON_CreateArray()));
+        cJSON_AddItemToObject(
+            v, "metadata", parse_json_string(cJSON_GetObjectItemCaseSensitive(body, "metadata")));
         cJSON_AddNumberToObject(
-                v, "size", cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(body, "sizeInBytes")));
-        cJSON_AddItemToObject(v, "experiment",
-                              dup_or(cJSON_GetObjectItemCaseSensitive(body, "experimentKey"),
-                                     cJSON_CreateNull()));
-        cJSON_AddItemToObject(v, "state",
-                              dup_or(cJSON_GetObjectItemCaseSensitive(body, "state"),
-                                     cJSON_CreateString("CLOSED")));
+            v, "size", cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(body, "sizeInBytes")));
+        cJSON_AddItemToObject(
+            v, "experiment",
+            dup_or(cJSON_GetObjectItemCaseSensitive(body, "experimentKey"), cJSON_CreateNull()));
+        cJSON_AddItemToObject(
+            v, "state",
+            dup_or(cJSON_GetObjectItemCaseSensitive(body, "state"), cJSON_CreateString("CLOSED")));
         cJSON_AddBoolToObject(v, "uploaded", 1);
         cJSON_AddNullToObject(v, "job");
         cJSON_Delete(body);
@@ -921,8 +920,7 @@ struct comet_fetch {
 
 static struct comet_fetch *comet_fetches; /* transfers in flight, coalesced by cache path */
 
-static void comet_fetch_cb(struct http_request *req, const struct http_response *resp,
-                           void *data)
+static void comet_fetch_cb(struct http_request *req, const struct http_response *resp, void *data)
 {
         struct comet_fetch *f = data, **pp;
         struct comet_fetch_waiter *w, *next;
@@ -931,7 +929,7 @@ static void comet_fetch_cb(struct http_request *req, const struct http_response 
 
         if (http_classify(resp) != HTTP_OK) {
                 comet_result_from(&r, "downloading an asset", resp);
-                code = resp->unreachable ? FERRY_ECONNECT
+                code = resp->unreachable     ? FERRY_ECONNECT
                        : resp->status == 404 ? FERRY_ENOTFOUND
                                              : FERRY_EBACKEND;
                 unlink(f->tmp);
@@ -955,13 +953,13 @@ static void comet_fetch_cb(struct http_request *req, const struct http_response 
         free(f);
 }
 
-static void comet_fetch(struct backend *be, const cJSON *asset, backend_fetch_cb *cb_fn,
-                        void *data)
+static void comet_fetch(struct backend *be, const cJSON *asset, backend_fetch_cb *cb_fn, void *data)
 {
         struct comet_backend *cb = be->priv;
-        const char *aid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(asset, "_asset_id"));
+        const char *aid =
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(asset, "_asset_id"));
         const char *vid =
-                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(asset, "_version_id"));
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(asset, "_version_id"));
         struct comet_fetch_waiter *w = calloc(1, sizeof(*w));
         struct comet_fetch *f;
         char path[4096], dir[4096], url[COMET_URL_MAX], rnd[17];
@@ -1017,14 +1015,14 @@ static void comet_fetch(struct backend *be, const cJSON *asset, backend_fetch_cb
 }
 
 static const struct backend_ops comet_ops = {
-        .name = "comet",
-        .deliver = comet_deliver,
-        .probe = comet_probe,
-        .version_exists = comet_version_exists,
-        .get = comet_get,
-        .fetch = comet_fetch,
-        .abort = comet_abort,
-        .close = comet_close,
+    .name = "comet",
+    .deliver = comet_deliver,
+    .probe = comet_probe,
+    .version_exists = comet_version_exists,
+    .get = comet_get,
+    .fetch = comet_fetch,
+    .abort = comet_abort,
+    .close = comet_close,
 };
 
 int backend_comet_new(struct backend **out, struct daemon *d, char *err, size_t errlen)
