@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include "backend.h"
+#include "cache.h"
 #include "daemon.h"
 #include "ferry.h"
 #include "http.h"
@@ -912,33 +913,23 @@ struct comet_fetch_waiter {
 
 struct comet_fetch {
         struct comet_backend *cb;
-        char path[4096]; /* cache file */
-        char tmp[4200];
+        char key[300];   /* "<versionId>-<assetId>" */
+        char tmp[4400];  /* the download in progress, inside the cache */
+        char path[4400]; /* the cached blob once inserted */
+        int code;
+        char msg[512];
+        uv_work_t work;
         struct comet_fetch_waiter *waiters;
         struct comet_fetch *next;
 };
 
-static struct comet_fetch *comet_fetches; /* transfers in flight, coalesced by cache path */
+static struct comet_fetch *comet_fetches; /* transfers in flight, coalesced by key */
 
-static void comet_fetch_cb(struct http_request *req, const struct http_response *resp, void *data)
+static void comet_fetch_end(struct comet_fetch *f)
 {
-        struct comet_fetch *f = data, **pp;
+        struct comet_fetch **pp;
         struct comet_fetch_waiter *w, *next;
-        struct backend_result r;
-        int code = 0;
 
-        if (http_classify(resp) != HTTP_OK) {
-                comet_result_from(&r, "downloading an asset", resp);
-                code = resp->unreachable     ? FERRY_ECONNECT
-                       : resp->status == 404 ? FERRY_ENOTFOUND
-                                             : FERRY_EBACKEND;
-                unlink(f->tmp);
-        } else if (rename(f->tmp, f->path) != 0) {
-                snprintf(r.message, sizeof(r.message), "cannot fill the cache: %s",
-                         strerror(errno));
-                code = FERRY_EIO;
-                unlink(f->tmp);
-        }
         for (pp = &comet_fetches; *pp != NULL; pp = &(*pp)->next) {
                 if (*pp == f) {
                         *pp = f->next;
@@ -947,10 +938,56 @@ static void comet_fetch_cb(struct http_request *req, const struct http_response 
         }
         for (w = f->waiters; w != NULL; w = next) {
                 next = w->next;
-                w->cb(w->data, code, code ? r.message : NULL, code ? NULL : f->path);
+                w->cb(w->data, f->code, f->code ? f->msg : NULL, f->code ? NULL : f->path);
                 free(w);
         }
         free(f);
+}
+
+static void comet_fetch_insert_work_cb(uv_work_t *work)
+{
+        struct comet_fetch *f = work->data;
+
+        f->code = cache_insert(f->cb->base.d->cache, f->key, f->tmp, f->path, sizeof(f->path),
+                               f->msg, sizeof(f->msg));
+}
+
+static void comet_fetch_insert_after_cb(uv_work_t *work, int status)
+{
+        struct comet_fetch *f = work->data;
+
+        if (status != 0 && f->code == 0) {
+                f->code = FERRY_EINTERNAL;
+                snprintf(f->msg, sizeof(f->msg), "the cache insert was cancelled");
+        }
+        comet_fetch_end(f);
+}
+
+static void comet_fetch_cb(struct http_request *req, const struct http_response *resp, void *data)
+{
+        struct comet_fetch *f = data;
+        struct backend_result r;
+
+        if (http_classify(resp) != HTTP_OK) {
+                comet_result_from(&r, "downloading an asset", resp);
+                snprintf(f->msg, sizeof(f->msg), "%s", r.message);
+                f->code = resp->unreachable     ? FERRY_ECONNECT
+                          : resp->status == 404 ? FERRY_ENOTFOUND
+                          : resp->status == 400 ? FERRY_ENOTFOUND
+                                                : FERRY_EBACKEND;
+                unlink(f->tmp);
+                comet_fetch_end(f);
+                return;
+        }
+        /* Hash and adopt on the thread pool: large files must not stall the loop. */
+        f->work.data = f;
+        if (uv_queue_work(f->cb->base.d->loop, &f->work, comet_fetch_insert_work_cb,
+                          comet_fetch_insert_after_cb) != 0) {
+                f->code = FERRY_EINTERNAL;
+                snprintf(f->msg, sizeof(f->msg), "cannot queue the cache insert");
+                unlink(f->tmp);
+                comet_fetch_end(f);
+        }
 }
 
 static void comet_fetch(struct backend *be, const cJSON *asset, backend_fetch_cb *cb_fn, void *data)
@@ -962,41 +999,39 @@ static void comet_fetch(struct backend *be, const cJSON *asset, backend_fetch_cb
             cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(asset, "_version_id"));
         struct comet_fetch_waiter *w = calloc(1, sizeof(*w));
         struct comet_fetch *f;
-        char path[4096], dir[4096], url[COMET_URL_MAX], rnd[17];
+        char key[300], path[4400], url[COMET_URL_MAX];
         struct http_request *req;
-        struct stat st;
 
-        if (w == NULL || aid == NULL || vid == NULL || strchr(aid, '/') || strchr(vid, '/')) {
+        if (w == NULL || aid == NULL || vid == NULL || strlen(aid) + strlen(vid) > 250 ||
+            strchr(aid, '/') || strchr(vid, '/')) {
                 free(w);
                 cb_fn(data, FERRY_EBACKEND, "the asset has no usable id", NULL);
                 return;
         }
         w->cb = cb_fn;
         w->data = data;
-        snprintf(dir, sizeof(dir), "%s/cache", cb->base.d->cfg.state_dir);
-        snprintf(path, sizeof(path), "%s/%s-%s", dir, vid, aid);
-        if (stat(path, &st) == 0) { /* cached: a local copy, no transfer */
+        snprintf(key, sizeof(key), "%s-%s", vid, aid);
+        if (cache_lookup(be->d->cache, key, path, sizeof(path)) == 0) {
+                free(w); /* cached: a local copy, no transfer */
                 cb_fn(data, 0, NULL, path);
-                free(w);
                 return;
         }
         for (f = comet_fetches; f != NULL; f = f->next) {
-                if (strcmp(f->path, path) == 0) { /* coalesce with the transfer in flight */
+                if (strcmp(f->key, key) == 0) { /* join the transfer in flight */
                         w->next = f->waiters;
                         f->waiters = w;
                         return;
                 }
         }
         f = calloc(1, sizeof(*f));
-        if (f == NULL || util_mkdir_p(dir, 0700) != 0 || util_random_hex(rnd, 8) != 0) {
+        if (f == NULL || cache_temp_path(be->d->cache, f->tmp, sizeof(f->tmp)) != 0) {
                 free(f);
                 free(w);
                 cb_fn(data, FERRY_EIO, "cannot prepare the cache", NULL);
                 return;
         }
         f->cb = cb;
-        snprintf(f->path, sizeof(f->path), "%s", path);
-        snprintf(f->tmp, sizeof(f->tmp), "%s.tmp-%s", path, rnd);
+        snprintf(f->key, sizeof(f->key), "%s", key);
         f->waiters = w;
         snprintf(url, sizeof(url), "%sexperiment/asset/get-asset", cb->rest);
         url_param(url, sizeof(url), "assetId", aid);

@@ -13,6 +13,7 @@ struct spool;
 struct scheduler;
 struct backend;
 struct server;
+struct cache;
 
 struct daemon {
         uv_loop_t *loop;
@@ -22,6 +23,7 @@ struct daemon {
         struct scheduler *scheduler; /* runs due jobs on the backend */
         struct backend *backend;     /* local registry or Comet */
         struct server *server;       /* the Unix socket */
+        struct cache *cache;         /* node-wide download cache */
         int64_t started_ms;
         bool stopping;
 };

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "backend.h"
+#include "cache.h"
 #include "daemon.h"
 #include "ferry.h"
 #include "log.h"
@@ -47,6 +48,8 @@ static void daemon_closed_cb(void *data)
         d->backend = NULL;
         spool_close(d->spool);
         d->spool = NULL;
+        cache_close(d->cache);
+        d->cache = NULL;
         store_close(d->store);
         d->store = NULL;
         uv_close((uv_handle_t *)&sig_term, NULL);
@@ -173,6 +176,9 @@ int main(int argc, char **argv)
             0)
                 goto fail;
         spool_cleanup(d->spool, d->store);
+        snprintf(path, sizeof(path), "%s/cache", d->cfg.state_dir);
+        if (cache_open(&d->cache, path, d->cfg.cache_budget, err, sizeof(err)) != 0)
+                goto fail;
         rc = strcmp(d->cfg.backend, "comet") == 0
                  ? backend_comet_new(&d->backend, d, err, sizeof(err))
                  : backend_local_new(&d->backend, d, err, sizeof(err));

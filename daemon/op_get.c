@@ -363,6 +363,7 @@ static void download_next(struct lookup *lk)
 static void download_resolved_cb(void *data, int code, const char *message, cJSON *version)
 {
         struct lookup *lk = data;
+        const cJSON *a;
         int rc;
 
         if (code != 0) {
@@ -373,6 +374,24 @@ static void download_resolved_cb(void *data, int code, const char *message, cJSO
                 return;
         }
         lk->found = version;
+        /* Refuse a hostile version before writing anything. */
+        cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(version, "assets"))
+        {
+                const char *lp =
+                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "logical_path"));
+                char why[256];
+
+                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")))
+                        continue;
+                if (lp == NULL || proto_validate_logical_path(lp, why, sizeof(why)) != 0) {
+                        snprintf(lk->err, sizeof(lk->err),
+                                 "refusing to download: the backend names a file \"%.200s\" "
+                                 "outside the target directory",
+                                 lp ? lp : "(none)");
+                        download_finish(lk, FERRY_EUNSAFE);
+                        return;
+                }
+        }
         if ((rc = util_mkdir_p(lk->dir, 0755)) != 0) {
                 snprintf(lk->err, sizeof(lk->err), "cannot create %s: %s", lk->dir, strerror(-rc));
                 download_finish(lk, FERRY_EIO);

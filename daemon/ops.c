@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cache.h"
 #include "daemon.h"
 #include "ferry.h"
 #include "log.h"
@@ -320,6 +321,38 @@ static void op_pause(struct request *req)
         request_reply(req, rep);
 }
 
+static void op_cache(struct request *req)
+{
+        char err[PROTO_ERRMSG_MAX];
+        struct cache_usage u;
+        int64_t freed = 0;
+        bool clear;
+        cJSON *rep;
+
+        CHECK_KEYS(req, "clear");
+        if (proto_get_bool(req->msg, "clear", false, &clear, err, sizeof(err)) != 0) {
+                request_fail(req, FERRY_EINVAL, "%s", err);
+                return;
+        }
+        if ((clear && cache_clear(req->d->cache, &freed) != 0) ||
+            cache_usage(req->d->cache, &u) != 0) {
+                request_fail(req, FERRY_EIO, "cannot read the cache");
+                return;
+        }
+        rep = request_ok(req);
+        if (rep != NULL) {
+                char *path = util_path_join(req->d->cfg.state_dir, "cache");
+
+                cJSON_AddStringToObject(rep, "path", path ? path : "");
+                free(path);
+                cJSON_AddNumberToObject(rep, "bytes", (double)u.bytes);
+                cJSON_AddNumberToObject(rep, "budget", (double)u.budget);
+                cJSON_AddNumberToObject(rep, "blobs", (double)u.blobs);
+                cJSON_AddNumberToObject(rep, "freed", (double)freed);
+        }
+        request_reply(req, rep);
+}
+
 static const struct {
         const char *op;
         void (*handler)(struct request *req);
@@ -332,6 +365,7 @@ static const struct {
     {"wait", op_wait},
     {"retry", op_retry},
     {"pause", op_pause},
+    {"cache", op_cache},
     {"get", op_get},
     {"download", op_download},
 };

@@ -1,0 +1,1 @@
+ferry_py_test(download test_download 600)
