@@ -8,7 +8,9 @@
 #include "ferry.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -17,12 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
 #define WAIT_TICK_MS 500
+#define PROGRESS_TICK_MS 250
 
 struct cli {
         const char *socket; /* --socket PATH, or NULL: ferry_default_socket_path() */
@@ -58,6 +62,8 @@ enum {
         OPT_NAME,
         OPT_KEY,
         OPT_SOCKET,
+        OPT_LIMIT,
+        OPT_CLEAR,
 };
 
 static const struct command commands[];
@@ -318,6 +324,22 @@ static int parse_seconds(const char *s, int *ms)
         *ms = (int)(d * 1000 + 0.5);
         if (*ms < 1)
                 *ms = 1;
+        return 0;
+}
+
+/* "--limit N" of ls: 1..FERRY_LS_LIMIT_MAX. Return 0 or -1. */
+static int parse_limit(const char *s, int *limit)
+{
+        char *end;
+        long v;
+
+        if (s[0] < '0' || s[0] > '9')
+                return -1;
+        errno = 0;
+        v = strtol(s, &end, 10);
+        if (errno != 0 || *end != '\0' || v < 1 || v > FERRY_LS_LIMIT_MAX)
+                return -1;
+        *limit = (int)v;
         return 0;
 }
 
@@ -686,6 +708,8 @@ static void print_status(const cJSON *st)
                        fmt_duration(d, sizeof(d), wall_ms() - since));
         else
                 printf("backend %s, offline\n", backend ? backend : "?");
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(st, "paused")))
+                printf("paused      nothing new is delivered until `ferry resume`\n");
         printf("queue       %lld queued, %lld running, %lld failed, %lld done\n",
                jint(st, "queued", 0), jint(st, "running", 0), jint(st, "failed", 0),
                jint(st, "done", 0));
@@ -793,17 +817,20 @@ static void print_items(const cJSON *items, const char *state)
 static int cmd_ls(const struct command *cmd, struct cli *cli, int argc, char **argv)
 {
         static const struct option opts[] = {
-            {"json", no_argument, NULL, OPT_JSON},     {"all", no_argument, NULL, OPT_ALL},
-            {"failed", no_argument, NULL, OPT_FAILED}, {"done", no_argument, NULL, OPT_DONE},
-            {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+            {"json", no_argument, NULL, OPT_JSON},
+            {"all", no_argument, NULL, OPT_ALL},
+            {"failed", no_argument, NULL, OPT_FAILED},
+            {"done", no_argument, NULL, OPT_DONE},
+            {"limit", required_argument, NULL, OPT_LIMIT},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         const char *state = NULL;
         struct ferry_client *c = NULL;
         bool json = false;
         char *reply = NULL;
-        char args[64];
         cJSON *rep;
-        int ch, rc, status = EXIT_FAIL;
+        int ch, rc, limit = 0, status = EXIT_FAIL;
 
         while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
                 const char *want = NULL;
@@ -821,6 +848,11 @@ static int cmd_ls(const struct command *cmd, struct cli *cli, int argc, char **a
                 case OPT_DONE:
                         want = "done";
                         break;
+                case OPT_LIMIT:
+                        if (parse_limit(optarg, &limit) != 0)
+                                return usage(cmd, "--limit wants a number from 1 to %d, not \"%s\"",
+                                             FERRY_LS_LIMIT_MAX, optarg);
+                        break;
                 case 'h':
                         return command_help(cmd);
                 default:
@@ -833,10 +865,9 @@ static int cmd_ls(const struct command *cmd, struct cli *cli, int argc, char **a
         }
         if (optind < argc)
                 return usage(cmd, "unexpected argument \"%s\"", argv[optind]);
-        snprintf(args, sizeof(args), "{\"state\":\"%s\"}", state ? state : "active");
         if (cli_connect(cli, &c) != 0)
                 return EXIT_FAIL;
-        rc = ferry_call(c, "ls", state ? args : NULL, 0, &reply);
+        rc = ferry_ls(c, state, limit, &reply);
         if (rc != 0) {
                 fail_client(c, rc);
         } else if ((rep = parse_reply(reply)) != NULL) {
@@ -1025,6 +1056,103 @@ static int cmd_retry(const struct command *cmd, struct cli *cli, int argc, char 
         return status;
 }
 
+/* ---- pause, resume, cache ---- */
+
+/* `ferry pause` and `ferry resume`: one handler, told apart by the command's name. */
+static int cmd_pause(const struct command *cmd, struct cli *cli, int argc, char **argv)
+{
+        bool pause = strcmp(cmd->name, "pause") == 0, json = false;
+        struct ferry_client *c = NULL;
+        char *reply = NULL;
+        cJSON *rep;
+        int rc, status = EXIT_FAIL;
+
+        if (json_only_options(cmd, argc, argv, &json, &status) != 0)
+                return status;
+        if (optind < argc)
+                return usage(cmd, "unexpected argument \"%s\"", argv[optind]);
+        if (cli_connect(cli, &c) != 0)
+                return EXIT_FAIL;
+        rc = ferry_pause(c, pause, &reply);
+        if (rc != 0) {
+                fail_client(c, rc);
+        } else if ((rep = parse_reply(reply)) != NULL) {
+                if (json)
+                        print_json(rep);
+                else if (pause)
+                        printf("queue paused: nothing new is delivered until `ferry resume`\n");
+                else
+                        printf("queue resumed\n");
+                cJSON_Delete(rep);
+                status = 0;
+        }
+        ferry_free(reply);
+        ferry_close(c);
+        return status;
+}
+
+static int cmd_cache(const struct command *cmd, struct cli *cli, int argc, char **argv)
+{
+        static const struct option opts[] = {
+            {"clear", no_argument, NULL, OPT_CLEAR},
+            {"json", no_argument, NULL, OPT_JSON},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
+        };
+        struct ferry_client *c = NULL;
+        bool clear = false, json = false;
+        char *reply = NULL;
+        char a[32], b[32];
+        long long blobs, budget;
+        cJSON *rep;
+        int ch, rc, status = EXIT_FAIL;
+
+        while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+                switch (ch) {
+                case OPT_CLEAR:
+                        clear = true;
+                        break;
+                case OPT_JSON:
+                        json = true;
+                        break;
+                case 'h':
+                        return command_help(cmd);
+                default:
+                        return bad_option(cmd, ch, argv);
+                }
+        }
+        if (optind < argc)
+                return usage(cmd, "unexpected argument \"%s\"", argv[optind]);
+        if (cli_connect(cli, &c) != 0)
+                return EXIT_FAIL;
+        rc = ferry_cache(c, clear, &reply);
+        if (rc != 0) {
+                fail_client(c, rc);
+        } else if ((rep = parse_reply(reply)) != NULL) {
+                if (json) {
+                        print_json(rep);
+                } else {
+                        if (clear)
+                                printf("cleared %s\n",
+                                       fmt_bytes(a, sizeof(a), (double)jint(rep, "freed", 0)));
+                        blobs = jint(rep, "blobs", 0);
+                        budget = jint(rep, "budget", 0);
+                        printf("cache %s: %s in %lld blob%s",
+                               jstr(rep, "path") ? jstr(rep, "path") : "?",
+                               fmt_bytes(a, sizeof(a), (double)jint(rep, "bytes", 0)), blobs,
+                               plural(blobs));
+                        if (budget > 0)
+                                printf(", budget %s", fmt_bytes(b, sizeof(b), (double)budget));
+                        printf("\n");
+                }
+                cJSON_Delete(rep);
+                status = 0;
+        }
+        ferry_free(reply);
+        ferry_close(c);
+        return status;
+}
+
 /* ---- get, download ---- */
 
 static void print_version(const cJSON *v)
@@ -1145,6 +1273,164 @@ static void print_download(const cJSON *d, const char *spec)
         }
 }
 
+/*
+ * The progress line of `ferry download` on a terminal. ferryd writes each
+ * file through a ".ferry-tmp-*" name in its directory, then renames it, so
+ * the bytes so far are the finished files plus those temporary files.
+ */
+struct progress {
+        char *title;      /* "NAME VERSION" */
+        long long total;  /* bytes of the non-remote assets */
+        size_t nfiles;    /* non-remote assets */
+        char **files;     /* DIR/logical_path of each */
+        long long *sizes; /* and its size */
+        size_t ndirs;
+        char **dirs; /* the directories holding them, each once */
+};
+
+static void progress_free(struct progress *p)
+{
+        size_t i;
+
+        for (i = 0; i < p->nfiles; i++)
+                free(p->files[i]);
+        for (i = 0; i < p->ndirs; i++)
+                free(p->dirs[i]);
+        free(p->files);
+        free(p->sizes);
+        free(p->dirs);
+        free(p->title);
+        memset(p, 0, sizeof(*p));
+}
+
+/* Record the directory of `path` once. */
+static void progress_add_dir(struct progress *p, const char *path)
+{
+        const char *slash = strrchr(path, '/');
+        size_t n = slash ? (size_t)(slash - path) : 0, i;
+        char *dir;
+
+        if (slash == path)
+                n = 1; /* "/" */
+        dir = n > 0 ? xnomem(strndup(path, n)) : xnomem(strdup("."));
+        for (i = 0; i < p->ndirs; i++) {
+                if (strcmp(p->dirs[i], dir) == 0) {
+                        free(dir);
+                        return;
+                }
+        }
+        p->dirs = xnomem(realloc(p->dirs, (p->ndirs + 1) * sizeof(*p->dirs)));
+        p->dirs[p->ndirs++] = dir;
+}
+
+/*
+ * Learn from `get` what the download of `spec` into `dir` will write. Return
+ * 0, or -1 when there is nothing to show (the version cannot be read: the
+ * download then reports why; or no bytes to download).
+ */
+static int progress_init(struct progress *p, struct ferry_client *c, const char *spec,
+                         const char *dir)
+{
+        const cJSON *assets, *it;
+        char *reply = NULL, *path;
+        const char *lp;
+        cJSON *v;
+
+        memset(p, 0, sizeof(*p));
+        if (ferry_get(c, spec, &reply) != 0)
+                return -1;
+        v = cJSON_Parse(reply);
+        ferry_free(reply);
+        if (v == NULL)
+                return -1;
+        assets = cJSON_GetObjectItemCaseSensitive(v, "assets");
+        cJSON_ArrayForEach(it, assets)
+        {
+                lp = jstr(it, "logical_path");
+                if (lp == NULL || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "remote")))
+                        continue;
+                if (asprintf(&path, "%s/%s", dir, lp) < 0)
+                        xnomem(NULL);
+                p->files = xnomem(realloc(p->files, (p->nfiles + 1) * sizeof(*p->files)));
+                p->sizes = xnomem(realloc(p->sizes, (p->nfiles + 1) * sizeof(*p->sizes)));
+                p->files[p->nfiles] = path;
+                p->sizes[p->nfiles] = jint(it, "size", 0);
+                p->total += p->sizes[p->nfiles];
+                p->nfiles++;
+                progress_add_dir(p, path);
+        }
+        if (asprintf(&p->title, "%s %s", jstr(v, "name") ? jstr(v, "name") : spec,
+                     jstr(v, "version") ? jstr(v, "version") : "") < 0)
+                xnomem(NULL);
+        cJSON_Delete(v);
+        if (p->total <= 0) {
+                progress_free(p);
+                return -1;
+        }
+        return 0;
+}
+
+/* Bytes in place so far: the assets' files (each up to its size) and temporary files. */
+static long long progress_bytes(const struct progress *p)
+{
+        long long sum = 0;
+        struct dirent *de;
+        struct stat st;
+        size_t i;
+        DIR *d;
+
+        for (i = 0; i < p->nfiles; i++)
+                if (lstat(p->files[i], &st) == 0 && S_ISREG(st.st_mode))
+                        sum += st.st_size < p->sizes[i] ? (long long)st.st_size : p->sizes[i];
+        for (i = 0; i < p->ndirs; i++) {
+                d = opendir(p->dirs[i]);
+                if (d == NULL)
+                        continue;
+                while ((de = readdir(d)) != NULL) {
+                        if (strncmp(de->d_name, ".ferry-tmp-", 11) == 0 &&
+                            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                            S_ISREG(st.st_mode))
+                                sum += (long long)st.st_size;
+                }
+                closedir(d);
+        }
+        return sum < p->total ? sum : p->total;
+}
+
+static void progress_draw(const struct progress *p)
+{
+        long long done = progress_bytes(p);
+        char a[32], b[32];
+
+        fprintf(stderr, "\rdownloading %s: %s of %s (%d%%)\033[K", p->title,
+                fmt_bytes(a, sizeof(a), (double)done), fmt_bytes(b, sizeof(b), (double)p->total),
+                (int)(done * 100 / p->total));
+        fflush(stderr);
+}
+
+static void progress_clear(void)
+{
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+}
+
+/* ferry_download() with a progress line on stderr, redrawn every PROGRESS_TICK_MS. */
+static int download_with_progress(struct ferry_client *c, const struct progress *p,
+                                  const char *spec, const char *dir, enum ferry_overwrite mode,
+                                  char **reply)
+{
+        int rc;
+
+        rc = ferry_download_start(c, spec, dir, mode);
+        if (rc != 0)
+                return rc;
+        progress_draw(p);
+        while ((rc = ferry_download_ready(c, PROGRESS_TICK_MS)) == 0)
+                progress_draw(p);
+        progress_clear();
+        return ferry_download_finish(c, reply);
+}
+
 static int cmd_download(const struct command *cmd, struct cli *cli, int argc, char **argv)
 {
         static const struct option opts[] = {
@@ -1155,6 +1441,7 @@ static int cmd_download(const struct command *cmd, struct cli *cli, int argc, ch
         };
         enum ferry_overwrite mode = FERRY_OVERWRITE_FAIL;
         struct ferry_client *c = NULL;
+        struct progress pg;
         bool json = false;
         char *reply = NULL;
         cJSON *rep;
@@ -1191,7 +1478,13 @@ static int cmd_download(const struct command *cmd, struct cli *cli, int argc, ch
         if (cli_connect(cli, &c) != 0)
                 return EXIT_FAIL;
         /* libferry makes a relative DIR absolute: the daemon writes the files. */
-        rc = ferry_download(c, argv[optind], argv[optind + 1], mode, &reply);
+        if (!json && isatty(STDERR_FILENO) &&
+            progress_init(&pg, c, argv[optind], argv[optind + 1]) == 0) {
+                rc = download_with_progress(c, &pg, argv[optind], argv[optind + 1], mode, &reply);
+                progress_free(&pg);
+        } else {
+                rc = ferry_download(c, argv[optind], argv[optind + 1], mode, &reply);
+        }
         if (rc != 0) {
                 fail_client(c, rc);
         } else if ((rep = parse_reply(reply)) != NULL) {
@@ -1330,11 +1623,12 @@ static const struct command commands[] = {
     {"status", cmd_status, "[--json]",
      "queue counts, bytes, rate, online/offline, last error, failed items",
      "  --json              print the reply as JSON\n"},
-    {"ls", cmd_ls, "[--all|--failed|--done] [--json]",
+    {"ls", cmd_ls, "[--all|--failed|--done] [--limit N] [--json]",
      "list queued, running and failed items (oldest first)",
      "  --all               every item, delivered ones too\n"
      "  --failed            failed items only\n"
      "  --done              delivered items only\n"
+     "  --limit N           the newest N items (1 to 100000; default 1000)\n"
      "  --json              print the reply as JSON\n"},
     {"wait", cmd_wait, "[--timeout SECONDS] [--json]",
      "wait until the queue is drained; exit 1 on timeout or failed items",
@@ -1342,6 +1636,11 @@ static const struct command commands[] = {
      "  --json              print the reply as JSON\n"},
     {"retry", cmd_retry, "ID|--all [--json]", "requeue a failed item, or all of them",
      "  --all               requeue every failed item\n"
+     "  --json              print the reply as JSON\n"},
+    {"pause", cmd_pause, "[--json]",
+     "hold deliveries until `ferry resume`; logging and downloads keep working",
+     "  --json              print the reply as JSON\n"},
+    {"resume", cmd_pause, "[--json]", "resume deliveries held by `ferry pause`",
      "  --json              print the reply as JSON\n"},
     {"get", cmd_get, "[WORKSPACE/]NAME[:VERSION_OR_ALIAS] [--json]",
      "show an artifact version (the latest without VERSION_OR_ALIAS)",
@@ -1351,6 +1650,10 @@ static const struct command commands[] = {
      "download an artifact version's files into DIR (created if missing)",
      "  --overwrite MODE    for files already in DIR: fail (default; identical files\n"
      "                      are kept), preserve or overwrite\n"
+     "  --json              print the reply as JSON (and no progress line)\n"},
+    {"cache", cmd_cache, "[--clear] [--json]",
+     "show the node's download cache: where, how full, its budget",
+     "  --clear             empty the cache first\n"
      "  --json              print the reply as JSON\n"},
     {"experiment", cmd_experiment, "[--workspace W] [--project P] [--name N] [--key K]",
      "print a new experiment key, to share one experiment between processes",

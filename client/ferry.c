@@ -39,6 +39,14 @@ struct ferry_client {
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
         char backend[32];        /* from the hello reply */
         char err[FERRY_ERR_MAX]; /* the last failure, one sentence */
+        /* The download started by ferry_download_start() and not yet finished. */
+        struct {
+                uint64_t id;             /* its request id; 0: none */
+                bool done;               /* its outcome is known: rc, rep, err */
+                int rc;                  /* 0, or the code of its failure */
+                cJSON *rep;              /* the ok reply, when rc == 0 */
+                char err[FERRY_ERR_MAX]; /* the sentence of its failure */
+        } dl;
 };
 
 struct ferry_artifact {
@@ -317,14 +325,26 @@ static int client_send(struct ferry_client *c, const char *buf, size_t len, int6
         return 0;
 }
 
+/* Keep the outcome of the pending download, read while waiting for another reply. */
+static void client_keep_download(struct ferry_client *c, int rc, cJSON *rep, const char *msg)
+{
+        c->dl.done = true;
+        c->dl.rc = rc;
+        c->dl.rep = rep;
+        snprintf(c->dl.err, sizeof(c->dl.err), "%s", rc != 0 ? msg : "");
+}
+
 /*
  * Read frames until the reply to request `id` arrives, before `deadline`.
- * Replies to other ids (late answers to requests that timed out) are
- * skipped; an error reply with id 0 concerns the connection and is taken.
- * Return 0 with *rep owning the reply, or a code with the message set.
+ * The reply to a pending download is kept for ferry_download_finish(); replies
+ * to other ids (late answers to requests that timed out) are skipped; an
+ * error reply with id 0 concerns the connection and is taken. Return 0 with
+ * *rep owning the reply, or a code with the message set. With `late` (may be
+ * NULL), reaching the deadline sets *late and returns FERRY_ETIMEDOUT without
+ * a message, so that it is told apart from the daemon's "timeout" refusal.
  */
 static int client_recv(struct ferry_client *c, uint64_t id, int64_t deadline, const char *op,
-                       cJSON **rep)
+                       cJSON **rep, bool *late)
 {
         char buf[FERRY_RECV_CHUNK];
         char msg[PROTO_ERRMSG_MAX];
@@ -336,6 +356,8 @@ static int client_recv(struct ferry_client *c, uint64_t id, int64_t deadline, co
         int rc, err;
 
         *rep = NULL;
+        if (late != NULL)
+                *late = false;
         for (;;) {
                 rc = proto_decoder_next(&c->dec, &json, &len);
                 if (rc < 0) {
@@ -348,7 +370,10 @@ static int client_recv(struct ferry_client *c, uint64_t id, int64_t deadline, co
                 if (rc == 1) {
                         rc = proto_reply_parse(json, len, rep, &rid, msg, sizeof(msg));
                         if (rid != id && rid != 0) {
-                                cJSON_Delete(*rep);
+                                if (rid == c->dl.id && !c->dl.done)
+                                        client_keep_download(c, rc, *rep, msg);
+                                else
+                                        cJSON_Delete(*rep);
                                 *rep = NULL;
                                 continue;
                         }
@@ -357,6 +382,10 @@ static int client_recv(struct ferry_client *c, uint64_t id, int64_t deadline, co
                         return 0;
                 }
                 rc = wait_fd(c->fd, POLLIN, deadline);
+                if (rc == 0 && late != NULL) {
+                        *late = true;
+                        return FERRY_ETIMEDOUT;
+                }
                 if (rc == 0)
                         return client_fail(c, FERRY_ETIMEDOUT,
                                            "ferryd did not answer \"%s\" within %s", op,
@@ -397,23 +426,23 @@ io_error:
 }
 
 /*
- * Send the request `req` (consumed) and wait for its reply until `deadline`.
- * Return 0 with *rep owning the reply object, or a negative code with the
- * message in c->err (the daemon's own message when it refused).
+ * Send the request `req` (consumed) before `deadline`; *id receives its id and
+ * `op` (of `oplen` bytes) its op, for the messages about its reply. Return 0,
+ * or a negative code with the message in c->err (the daemon's own message
+ * when it hung up after refusing).
  */
-static int client_roundtrip(struct ferry_client *c, cJSON *req, int64_t deadline, cJSON **rep)
+static int client_send_request(struct ferry_client *c, cJSON *req, int64_t deadline, char *op,
+                               size_t oplen, uint64_t *id)
 {
         const cJSON *v;
-        char op[64];
         char *frame = NULL;
+        cJSON *rep = NULL;
         size_t len;
-        uint64_t id;
         int rc;
 
-        *rep = NULL;
         v = cJSON_GetObjectItemCaseSensitive(req, "op");
-        snprintf(op, sizeof(op), "%s", cJSON_IsString(v) ? v->valuestring : "?");
-        id = (uint64_t)cJSON_GetObjectItemCaseSensitive(req, "id")->valuedouble;
+        snprintf(op, oplen, "%s", cJSON_IsString(v) ? v->valuestring : "?");
+        *id = (uint64_t)cJSON_GetObjectItemCaseSensitive(req, "id")->valuedouble;
         if (c->fd < 0) {
                 cJSON_Delete(req);
                 return client_fail(c, FERRY_ECLOSED,
@@ -432,20 +461,34 @@ static int client_roundtrip(struct ferry_client *c, cJSON *req, int64_t deadline
         free(frame);
         if (rc == FERRY_ECLOSED) {
                 /* The daemon hung up: take its last words if it left a refusal. */
-                rc = client_recv(c, id, now_ms(), op, rep);
-                cJSON_Delete(*rep);
-                *rep = NULL;
+                rc = client_recv(c, *id, now_ms(), op, &rep, NULL);
+                cJSON_Delete(rep);
                 client_disconnect(c);
                 if (rc == 0 || rc == FERRY_ETIMEDOUT)
                         rc = client_fail(c, FERRY_ECLOSED,
                                          "ferryd closed the connection while \"%s\" was being "
                                          "sent",
                                          op);
-                return rc;
         }
+        return rc;
+}
+
+/*
+ * Send the request `req` (consumed) and wait for its reply until `deadline`.
+ * Return 0 with *rep owning the reply object, or a negative code with the
+ * message in c->err (the daemon's own message when it refused).
+ */
+static int client_roundtrip(struct ferry_client *c, cJSON *req, int64_t deadline, cJSON **rep)
+{
+        char op[64];
+        uint64_t id;
+        int rc;
+
+        *rep = NULL;
+        rc = client_send_request(c, req, deadline, op, sizeof(op), &id);
         if (rc != 0)
                 return rc;
-        return client_recv(c, id, deadline, op, rep);
+        return client_recv(c, id, deadline, op, rep, NULL);
 }
 
 /* A request envelope with the client's next id, or NULL when out of memory. */
@@ -549,6 +592,7 @@ void ferry_close(struct ferry_client *client)
                 return;
         client_disconnect(client);
         proto_decoder_free(&client->dec);
+        cJSON_Delete(client->dl.rep);
         free(client);
 }
 
@@ -939,18 +983,28 @@ int ferry_get(struct ferry_client *client, const char *spec, char **json)
         return client_reply_out(client, rep, json);
 }
 
-int ferry_download(struct ferry_client *client, const char *spec, const char *dir,
-                   enum ferry_overwrite overwrite, char **json)
+/* Forget the pending download and whatever is known of it. */
+static void client_download_clear(struct ferry_client *c)
+{
+        cJSON_Delete(c->dl.rep);
+        memset(&c->dl, 0, sizeof(c->dl));
+}
+
+int ferry_download_start(struct ferry_client *client, const char *spec, const char *dir,
+                         enum ferry_overwrite overwrite)
 {
         static const char *const modes[] = {"fail", "preserve", "overwrite"};
-        char cwd[PATH_MAX], abs[PATH_MAX];
-        cJSON *req, *rep = NULL;
+        char cwd[PATH_MAX], abs[PATH_MAX], op[64];
+        uint64_t id;
+        cJSON *req;
         int rc;
 
-        if (json != NULL)
-                *json = NULL;
         if (client == NULL)
                 return FERRY_EINVAL;
+        if (client->dl.id != 0)
+                return client_fail(client, FERRY_EBUSY,
+                                   "a download is already in progress on this connection; "
+                                   "finish it with ferry_download_finish() first");
         rc = client_check_spec(client, spec);
         if (rc != 0)
                 return rc;
@@ -978,9 +1032,189 @@ int ferry_download(struct ferry_client *client, const char *spec, const char *di
                 cJSON_Delete(req);
                 return client_nomem(client);
         }
+        client->limit_ms = client->timeout_ms;
+        rc = client_send_request(client, req, deadline_after(client->timeout_ms), op, sizeof(op),
+                                 &id);
+        if (rc != 0)
+                return rc;
+        client->dl.id = id;
+        return 0;
+}
+
+int ferry_download_ready(struct ferry_client *client, int timeout_ms)
+{
+        struct ferry_client *c = client;
+        int64_t deadline;
+        cJSON *rep = NULL;
+        bool late;
+        int rc;
+
+        if (c == NULL)
+                return FERRY_EINVAL;
+        if (c->dl.id == 0)
+                return client_fail(c, FERRY_EINVAL,
+                                   "no download is in progress on this connection");
+        if (c->dl.done)
+                return 1;
+        if (c->fd < 0) {
+                /* Another request on this connection lost it. */
+                client_keep_download(c, FERRY_ECLOSED, NULL,
+                                     "the connection to ferryd was closed before the download "
+                                     "finished");
+                return 1;
+        }
+        deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+        c->limit_ms = timeout_ms;
+        rc = client_recv(c, c->dl.id, deadline, "download", &rep, &late);
+        if (rc == FERRY_ETIMEDOUT && late)
+                return 0;
+        client_keep_download(c, rc, rep, c->err);
+        return 1;
+}
+
+int ferry_download_finish(struct ferry_client *client, char **json)
+{
+        struct ferry_client *c = client;
+        char lim[32];
+        cJSON *rep;
+        bool late;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (c == NULL)
+                return FERRY_EINVAL;
+        if (c->dl.id == 0)
+                return client_fail(c, FERRY_EINVAL,
+                                   "no download is in progress on this connection");
+        if (!c->dl.done && c->fd >= 0) {
+                c->limit_ms = c->timeout_ms;
+                rc = client_recv(c, c->dl.id, deadline_after(c->timeout_ms), "download", &rep,
+                                 &late);
+                if (rc == FERRY_ETIMEDOUT && late) {
+                        /* Our own limit: give up on it; its late reply will be skipped. */
+                        client_download_clear(c);
+                        return client_fail(c, rc, "ferryd did not answer \"download\" within %s",
+                                           client_limit(c, lim, sizeof(lim)));
+                }
+                client_keep_download(c, rc, rep, c->err);
+        } else if (!c->dl.done) {
+                client_keep_download(c, FERRY_ECLOSED, NULL,
+                                     "the connection to ferryd was closed before the download "
+                                     "finished");
+        }
+        rc = c->dl.rc;
+        rep = c->dl.rep;
+        c->dl.rep = NULL;
+        if (rc != 0)
+                snprintf(c->err, sizeof(c->err), "%s", c->dl.err);
+        client_download_clear(c);
+        if (rc != 0) {
+                cJSON_Delete(rep);
+                return rc;
+        }
+        return client_reply_out(c, rep, json);
+}
+
+int ferry_download(struct ferry_client *client, const char *spec, const char *dir,
+                   enum ferry_overwrite overwrite, char **json)
+{
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        rc = ferry_download_start(client, spec, dir, overwrite);
+        if (rc != 0)
+                return rc;
+        return ferry_download_finish(client, json);
+}
+
+int ferry_pause(struct ferry_client *client, int paused, char **json)
+{
+        cJSON *req, *rep = NULL;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (client == NULL)
+                return FERRY_EINVAL;
+        req = client_request(client, "pause");
+        if (req == NULL || !cJSON_AddBoolToObject(req, "paused", paused != 0)) {
+                cJSON_Delete(req);
+                return client_nomem(client);
+        }
         rc = client_call(client, req, client->timeout_ms, &rep);
         if (rc != 0)
                 return rc;
+        if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(rep, "paused"))) {
+                cJSON_Delete(rep);
+                return client_bad_reply(client, "pause", "paused");
+        }
+        return client_reply_out(client, rep, json);
+}
+
+int ferry_cache(struct ferry_client *client, int clear, char **json)
+{
+        cJSON *req, *rep = NULL;
+        int64_t bytes;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (client == NULL)
+                return FERRY_EINVAL;
+        req = client_request(client, "cache");
+        if (req == NULL || (clear && !cJSON_AddTrueToObject(req, "clear"))) {
+                cJSON_Delete(req);
+                return client_nomem(client);
+        }
+        rc = client_call(client, req, client->timeout_ms, &rep);
+        if (rc != 0)
+                return rc;
+        if (proto_get_int(rep, "bytes", true, 0, &bytes, NULL, 0) != 0) {
+                cJSON_Delete(rep);
+                return client_bad_reply(client, "cache", "bytes");
+        }
+        return client_reply_out(client, rep, json);
+}
+
+int ferry_ls(struct ferry_client *client, const char *state, int limit, char **json)
+{
+        static const char *const states[] = {"active", "queued", "failed", "done", "all"};
+        cJSON *req, *rep = NULL;
+        size_t i;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (client == NULL)
+                return FERRY_EINVAL;
+        if (state != NULL) {
+                for (i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+                        if (strcmp(state, states[i]) == 0)
+                                break;
+                if (i == sizeof(states) / sizeof(states[0]))
+                        return client_fail(client, FERRY_EINVAL,
+                                           "state \"%s\" is not one of active, queued, failed, "
+                                           "done, all",
+                                           state);
+        }
+        if (limit > FERRY_LS_LIMIT_MAX)
+                return client_fail(client, FERRY_EINVAL, "the limit must be 1 to %d, not %d",
+                                   FERRY_LS_LIMIT_MAX, limit);
+        req = client_request(client, "ls");
+        if (req == NULL || !add_string_opt(req, "state", state) ||
+            (limit > 0 && !cJSON_AddNumberToObject(req, "limit", limit))) {
+                cJSON_Delete(req);
+                return client_nomem(client);
+        }
+        rc = client_call(client, req, client->timeout_ms, &rep);
+        if (rc != 0)
+                return rc;
+        if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(rep, "items"))) {
+                cJSON_Delete(rep);
+                return client_bad_reply(client, "ls", "items");
+        }
         return client_reply_out(client, rep, json);
 }
 

@@ -8,10 +8,11 @@
  * returns, each asset as soon as the server confirms it.
  *
  * Crash windows, and what ferry does about them (the choice that loses nothing):
- * - between the server's upsert and our commit: the upsert is sent again on
- *   restart; an automatic version may then leave one empty OPEN version on
- *   the server, an explicit one is adopted if the server already has it for
- *   this experiment;
+ * - between the server's upsert and our commit (microseconds): the upsert is
+ *   sent again on restart. An automatic version then leaves one empty OPEN
+ *   version behind on the server; an explicit version is refused with 90399
+ *   and the job parks as failed with that message (Comet offers no look-up of
+ *   an OPEN version by name, so it cannot be adopted safely);
  * - between an asset's upload and our commit: the asset is uploaded again;
  *   every upload is sent with overwrite=true (logical paths are already unique
  *   within a version, so this only makes the retry idempotent);

@@ -170,6 +170,8 @@ int main(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/queue.db", d->cfg.state_dir);
         if (store_open(&d->store, path, err, sizeof(err)) != 0)
                 goto fail;
+        /* Delivered jobs stay listed for 30 days. */
+        store_prune_done(d->store, util_now_ms() - 30LL * 24 * 3600 * 1000);
         store_counts(d->store, &counts);
         snprintf(path, sizeof(path), "%s/spool", d->cfg.state_dir);
         if (spool_open(&d->spool, path, d->cfg.spool_budget, counts.bytes_held, err, sizeof(err)) !=

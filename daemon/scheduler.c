@@ -392,19 +392,13 @@ static void scheduler_tick(struct scheduler *s)
                                 return;
                 }
         }
-        if (!s->paused && s->nrunning < d->cfg.max_jobs) {
-                next = store_next_due(d->store);
-                if (next >= 0) {
-                        delay = next - util_now_ms();
-                        if (delay < 0)
-                                delay = s->nrunning > 0 ? SCHEDULER_IDLE_MS : 0;
-                        if (delay > SCHEDULER_IDLE_MS)
-                                delay = SCHEDULER_IDLE_MS;
-                }
-        }
-        /* Due jobs that are all running: the next completion kicks us. */
-        if (delay == 0)
-                delay = 100;
+        /*
+         * Sleep until the next job becomes due. A head job that is due now is
+         * running or waiting for a free slot: a completion (or resume) kicks us.
+         */
+        next = store_next_due(d->store);
+        if (next > now && next - now < SCHEDULER_IDLE_MS)
+                delay = next - now;
         uv_timer_start(&s->timer, scheduler_timer_cb, (uint64_t)delay, 0);
 }
 

@@ -32,9 +32,14 @@ extern const char schema_sql[];
            "e.key = j.experiment WHERE j.id = ?1")                                                 \
         XX(assets_load, "SELECT idx, logical_path, remote, spool, size, uri, metadata, "           \
                         "overwrite, asset_id, done FROM assets WHERE job = ?1 ORDER BY idx")       \
-        XX(jobs_due, "SELECT id FROM jobs WHERE state = 'queued' AND next_attempt_ms <= ?1 "       \
-                     "ORDER BY next_attempt_ms, id LIMIT ?2")                                      \
-        XX(next_due, "SELECT MIN(next_attempt_ms) FROM jobs WHERE state = 'queued'")               \
+        XX(jobs_due,                                                                               \
+           "SELECT id FROM jobs WHERE state = 'queued' AND next_attempt_ms <= ?1 AND NOT EXISTS "  \
+           "(SELECT 1 FROM jobs o WHERE o.workspace = jobs.workspace AND o.name = jobs.name AND "  \
+           "o.state = 'queued' AND o.id < jobs.id) ORDER BY next_attempt_ms, id LIMIT ?2")         \
+        XX(next_due,                                                                               \
+           "SELECT MIN(next_attempt_ms) FROM jobs WHERE state = 'queued' AND NOT EXISTS (SELECT "  \
+           "1 FROM jobs o WHERE o.workspace = jobs.workspace AND o.name = jobs.name AND "          \
+           "o.state = 'queued' AND o.id < jobs.id)")                                               \
         XX(set_remote, "UPDATE jobs SET remote_version_id = ?2, assigned_version = "               \
                        "COALESCE(?3, assigned_version) WHERE id = ?1")                             \
         XX(asset_done, "UPDATE assets SET done = 1 WHERE job = ?1 AND idx = ?2")                   \
@@ -70,6 +75,7 @@ extern const char schema_sql[];
                    "'failed' ORDER BY done_ms DESC, id DESC LIMIT ?1")                             \
         XX(spool_ref, "SELECT 1 FROM assets a JOIN jobs j ON j.id = a.job WHERE a.spool = ?1 "     \
                       "AND j.state IN ('queued', 'failed') LIMIT 1")                               \
+        XX(prune, "DELETE FROM jobs WHERE state = 'done' AND done_ms < ?1")                        \
         XX(meta_get, "SELECT value FROM meta WHERE key = ?1")                                      \
         XX(meta_set, "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)")
 
@@ -583,6 +589,16 @@ cJSON *store_errors(struct store *st, int limit)
         }
         store_done_with(s);
         return items;
+}
+
+int store_prune_done(struct store *st, int64_t before_ms)
+{
+        int rc;
+
+        sqlite3_bind_int64(st->prune, 1, before_ms);
+        if ((rc = store_run(st, st->prune)) != 0)
+                return rc;
+        return sqlite3_changes(st->db);
 }
 
 bool store_spool_referenced(struct store *st, const char *spool_name)

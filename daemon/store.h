@@ -43,10 +43,13 @@ int store_job_load(struct store *st, int64_t id, struct job **out);
 
 /*
  * Ids of queued jobs due at `now_ms`, oldest first, at most `max`; written to
- * ids, count returned (or a negative code).
+ * ids, count returned (or a negative code). A job is due only when no older
+ * job of the same artifact is still queued: versions of one artifact are
+ * delivered one at a time, in log order, so automatic versions are numbered
+ * in the order they were logged.
  */
 int store_jobs_due(struct store *st, int64_t now_ms, int64_t *ids, int max);
-/* Earliest next_attempt_ms of a queued job, or -1 when none is queued. */
+/* Earliest next_attempt_ms of a job that could start (the head of its artifact), or -1. */
 int64_t store_next_due(struct store *st);
 
 /* Step results, each committed at once (exact resume). */
@@ -77,6 +80,8 @@ int store_wait_counts(struct store *st, const char *jobs_json, int64_t *pending,
 cJSON *store_list(struct store *st, const char *state, int limit);
 /* status: the newest failed jobs as PROTOCOL.md's "errors" array. */
 cJSON *store_errors(struct store *st, int limit);
+/* Forget delivered jobs finished before `before_ms` (history for ls); count returned. */
+int store_prune_done(struct store *st, int64_t before_ms);
 /* True when a queued or failed job still needs this spool file. */
 bool store_spool_referenced(struct store *st, const char *spool_name);
 

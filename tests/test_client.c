@@ -69,6 +69,7 @@ enum fake_action {
         FAKE_STALE_THEN_OK, /* first a reply for another id, then as FAKE_OK */
         FAKE_CLOSE_MID,     /* half a reply frame, then close */
         FAKE_SILENT,        /* never answer */
+        FAKE_SLOW_OK,       /* as FAKE_OK after 600 ms (requests behind it wait) */
 };
 
 struct fake_rule {
@@ -176,6 +177,9 @@ static bool fake_answer(struct fake *f, int fd, cJSON *req, uint64_t id, const c
                 return false;
         } else if (r->action == FAKE_SILENT) {
                 return true;
+        } else if (r->action == FAKE_SLOW_OK) {
+                poll(NULL, 0, 600);
+                rep = fake_ok(id, r->json);
         } else {
                 rep = fake_ok(id, r->json);
         }
@@ -838,6 +842,195 @@ static void test_fake_wait(void)
         fake_stop(&f);
 }
 
+static void test_fake_download_steps(void)
+{
+        static const struct fake_rule slow[] = {
+            {"download", FAKE_SLOW_OK, "{\"dir\":\"/d\",\"version\":\"1.0.0\",\"files\":[]}"},
+            {"status", FAKE_OK, "{\"queued\":2}"},
+            {NULL, FAKE_OK, NULL},
+        };
+        static const struct fake_rule refused[] = {
+            {"download", FAKE_ERROR,
+             "{\"code\":\"timeout\",\"message\":\"the backend timed out\"}"},
+            {"status", FAKE_OK, "{\"queued\":0}"},
+            {NULL, FAKE_OK, NULL},
+        };
+        struct ferry_client *c = NULL;
+        char *json = (char *)"untouched";
+        struct fake f;
+        int rc, notyet = 0;
+        long long t0;
+
+        fake_start(&f, slow, PROTO_VERSION);
+        CHECK_INT(ferry_connect(&c, f.path, 2000), 0);
+        /* Nothing started. */
+        CHECK_INT(ferry_download_ready(c, 0), FERRY_EINVAL);
+        CHECK_INT(ferry_download_finish(c, &json), FERRY_EINVAL);
+        CHECK(json == NULL);
+        CHECK(contains(ferry_last_error(c), "no download is in progress"));
+
+        /* Ready says "not yet" while the daemon works, then 1; finish hands the reply over. */
+        CHECK_INT(ferry_download_start(c, "my-data", "/d", FERRY_OVERWRITE_FAIL), 0);
+        CHECK_INT(ferry_download_start(c, "my-data", "/d", FERRY_OVERWRITE_FAIL), FERRY_EBUSY);
+        t0 = mono_ms();
+        while ((rc = ferry_download_ready(c, 100)) == 0 && mono_ms() - t0 < 5000)
+                notyet++;
+        CHECK_INT(rc, 1);
+        CHECK(notyet >= 3);
+        CHECK_INT(ferry_download_ready(c, 0), 1); /* stays known until finished */
+        CHECK_INT(ferry_download_finish(c, &json), 0);
+        CHECK_STR(json, "{\"dir\":\"/d\",\"version\":\"1.0.0\",\"files\":[]}");
+        ferry_free(json);
+        CHECK_INT(ferry_download_ready(c, 0), FERRY_EINVAL);
+
+        /* Other requests meanwhile: the download's reply, arriving first, is kept. */
+        CHECK_INT(ferry_download_start(c, "my-data", "/d", FERRY_OVERWRITE_FAIL), 0);
+        CHECK_INT(ferry_status(c, &json), 0);
+        CHECK(contains(json, "\"queued\":2"));
+        ferry_free(json);
+        CHECK_INT(ferry_download_ready(c, 0), 1);
+        CHECK_INT(ferry_download_finish(c, &json), 0);
+        CHECK(contains(json, "\"version\":\"1.0.0\""));
+        ferry_free(json);
+
+        /* ferry_download is start + finish; its own limit abandons the download. */
+        CHECK_INT(ferry_download(c, "my-data", "/d", FERRY_OVERWRITE_FAIL, &json), 0);
+        ferry_free(json);
+        ferry_set_timeout(c, 200);
+        CHECK_INT(ferry_download(c, "my-data", "/d", FERRY_OVERWRITE_FAIL, &json), FERRY_ETIMEDOUT);
+        CHECK(json == NULL);
+        CHECK(contains(ferry_last_error(c), "did not answer \"download\" within 0.2 s"));
+        ferry_set_timeout(c, 0);
+        CHECK_INT(ferry_download_ready(c, 0), FERRY_EINVAL);
+        /* The late reply is skipped. */
+        CHECK_INT(ferry_status(c, &json), 0);
+        CHECK(contains(json, "\"queued\":2"));
+        ferry_free(json);
+        ferry_close(c);
+        fake_stop(&f);
+
+        /* The daemon's own "timeout" refusal is an outcome, not "not yet". */
+        fake_start(&f, refused, PROTO_VERSION);
+        CHECK_INT(ferry_connect(&c, f.path, 2000), 0);
+        CHECK_INT(ferry_download_start(c, "my-data", "/d", FERRY_OVERWRITE_FAIL), 0);
+        t0 = mono_ms();
+        while ((rc = ferry_download_ready(c, 100)) == 0 && mono_ms() - t0 < 5000)
+                ;
+        CHECK_INT(rc, 1);
+        CHECK_INT(ferry_status(c, NULL), 0); /* does not disturb the kept outcome */
+        CHECK_INT(ferry_download_finish(c, &json), FERRY_ETIMEDOUT);
+        CHECK(json == NULL);
+        CHECK_STR(ferry_last_error(c), "the backend timed out");
+        /* Refused before anything is sent. */
+        CHECK_INT(ferry_download_start(c, "a/b/c", "/d", FERRY_OVERWRITE_FAIL), FERRY_EINVAL);
+        CHECK_INT(ferry_download_start(c, "x", "", FERRY_OVERWRITE_FAIL), FERRY_EINVAL);
+        CHECK_INT(ferry_download_ready(c, 0), FERRY_EINVAL);
+        ferry_close(c);
+        fake_stop(&f);
+
+        /* A connection lost meanwhile ends the download. */
+        {
+                static const struct fake_rule closing[] = {
+                    {"download", FAKE_SILENT, NULL},
+                    {"status", FAKE_CLOSE_MID, "{\"queued\":3,\"padding\":\"xxxxxxxxxxxxxxxx\"}"},
+                    {NULL, FAKE_OK, NULL},
+                };
+
+                fake_start(&f, closing, PROTO_VERSION);
+                CHECK_INT(ferry_connect(&c, f.path, 2000), 0);
+                CHECK_INT(ferry_download_start(c, "my-data", "/d", FERRY_OVERWRITE_FAIL), 0);
+                CHECK_INT(ferry_download_ready(c, 50), 0);
+                CHECK_INT(ferry_status(c, NULL), FERRY_ECLOSED);
+                CHECK_INT(ferry_download_ready(c, 1000), 1);
+                CHECK_INT(ferry_download_finish(c, &json), FERRY_ECLOSED);
+                CHECK(contains(ferry_last_error(c), "closed before the download finished"));
+                ferry_close(c);
+                fake_stop(&f);
+        }
+        /* Closing with a download in flight frees what it kept. */
+        fake_start(&f, slow, PROTO_VERSION);
+        CHECK_INT(ferry_connect(&c, f.path, 2000), 0);
+        CHECK_INT(ferry_download_start(c, "my-data", "/d", FERRY_OVERWRITE_FAIL), 0);
+        CHECK_INT(ferry_download_ready(c, 3000), 1);
+        ferry_close(c);
+        fake_stop(&f);
+}
+
+static void test_fake_pause_cache_ls(void)
+{
+        static const struct fake_rule rules[] = {
+            {"pause", FAKE_OK, "{\"paused\":true}"},
+            {"cache", FAKE_OK,
+             "{\"path\":\"/s/cache\",\"bytes\":5,\"budget\":100,\"blobs\":1,\"freed\":0}"},
+            {"ls", FAKE_OK, "{\"items\":[]}"},
+            {NULL, FAKE_OK, NULL},
+        };
+        static const struct fake_rule bad[] = {
+            {"pause", FAKE_OK, "{}"},
+            {"cache", FAKE_OK, "{\"path\":\"/s/cache\"}"},
+            {"ls", FAKE_OK, "{\"items\":{}}"},
+            {NULL, FAKE_OK, NULL},
+        };
+        struct ferry_client *c = NULL;
+        char *json = NULL;
+        struct fake f;
+        cJSON *req;
+
+        fake_start(&f, rules, PROTO_VERSION);
+        CHECK_INT(ferry_connect(&c, f.path, 2000), 0);
+        CHECK_INT(ferry_pause(c, 1, &json), 0);
+        CHECK_STR(json, "{\"paused\":true}");
+        ferry_free(json);
+        CHECK_INT(ferry_pause(c, 0, NULL), 0);
+        req = fake_request(&f, 0);
+        CHECK(cJSON_IsTrue(cJSON_GetObjectItem(req, "paused")));
+        cJSON_Delete(req);
+        req = fake_request(&f, 1);
+        CHECK(cJSON_IsFalse(cJSON_GetObjectItem(req, "paused")));
+        cJSON_Delete(req);
+
+        CHECK_INT(ferry_cache(c, 0, &json), 0);
+        CHECK(contains(json, "\"path\":\"/s/cache\""));
+        ferry_free(json);
+        CHECK_INT(ferry_cache(c, 1, NULL), 0);
+        req = fake_request(&f, 2);
+        CHECK(cJSON_GetObjectItem(req, "clear") == NULL);
+        cJSON_Delete(req);
+        req = fake_request(&f, 3);
+        CHECK(cJSON_IsTrue(cJSON_GetObjectItem(req, "clear")));
+        cJSON_Delete(req);
+
+        CHECK_INT(ferry_ls(c, NULL, 0, &json), 0);
+        CHECK_STR(json, "{\"items\":[]}");
+        ferry_free(json);
+        CHECK_INT(ferry_ls(c, "all", 7, NULL), 0);
+        req = fake_request(&f, 4);
+        CHECK(cJSON_GetObjectItem(req, "state") == NULL);
+        CHECK(cJSON_GetObjectItem(req, "limit") == NULL);
+        cJSON_Delete(req);
+        req = fake_request(&f, 5);
+        CHECK_STR(jstr(req, "state"), "all");
+        CHECK_INT(cJSON_GetObjectItem(req, "limit")->valueint, 7);
+        cJSON_Delete(req);
+        CHECK_INT(ferry_ls(c, "bogus", 0, &json), FERRY_EINVAL);
+        CHECK(contains(ferry_last_error(c), "bogus"));
+        CHECK_INT(ferry_ls(c, NULL, FERRY_LS_LIMIT_MAX + 1, &json), FERRY_EINVAL);
+        CHECK(json == NULL);
+        ferry_close(c);
+        fake_stop(&f);
+
+        /* Replies without the promised fields. */
+        fake_start(&f, bad, PROTO_VERSION);
+        CHECK_INT(ferry_connect(&c, f.path, 2000), 0);
+        CHECK_INT(ferry_pause(c, 1, &json), FERRY_EPROTO);
+        CHECK(json == NULL);
+        CHECK_INT(ferry_cache(c, 0, &json), FERRY_EPROTO);
+        CHECK_INT(ferry_ls(c, NULL, 0, &json), FERRY_EPROTO);
+        CHECK(contains(ferry_last_error(c), "\"items\""));
+        ferry_close(c);
+        fake_stop(&f);
+}
+
 /* ---- the CLI ---- */
 
 /* Drain `fd` into `out` (truncated to `len`). */
@@ -926,6 +1119,23 @@ static void test_cli_usage(void)
         CHECK_INT(RUN("download", "name"), 2);
         CHECK_INT(RUN("download", "name", "dir", "--overwrite", "maybe"), 2);
         CHECK_INT(RUN("status", "extra"), 2);
+        CHECK_INT(RUN("ls", "--limit", "0"), 2);
+        CHECK(contains(err, "--limit wants a number from 1 to 100000"));
+        CHECK_INT(RUN("ls", "--limit", "100001"), 2);
+        CHECK_INT(RUN("ls", "--limit", "ten"), 2);
+        CHECK_INT(RUN("ls", "--limit"), 2);
+        CHECK_INT(RUN("pause", "now"), 2);
+        CHECK_INT(RUN("resume", "--bogus"), 2);
+        CHECK_INT(RUN("cache", "--clear", "x"), 2);
+        CHECK_INT(RUN("cache", "--bogus"), 2);
+        CHECK_INT(RUN("--help"), 0);
+        CHECK(contains(out, "pause"));
+        CHECK(contains(out, "resume"));
+        CHECK(contains(out, "cache"));
+        CHECK_INT(RUN("ls", "--help"), 0);
+        CHECK(contains(out, "--limit N"));
+        CHECK_INT(RUN("cache", "--help"), 0);
+        CHECK(contains(out, "--clear"));
         CHECK_INT(RUN(NULL), 2); /* no command */
 
         /* Values libferry refuses, and files, fail the operation (1). */
@@ -1050,6 +1260,72 @@ static void test_cli_with_fake(void)
         fake_stop(&f);
 }
 
+static void test_cli_pause_cache_ls(void)
+{
+        static const struct fake_rule rules[] = {
+            {"status", FAKE_OK,
+             "{\"backend\":\"local\",\"online\":true,\"paused\":true,\"offline_since\":null,"
+             "\"last_error\":null,\"queued\":1,\"running\":0,\"failed\":0,\"done\":0,"
+             "\"bytes_queued\":5,\"bytes_sent\":0,\"rate_bps\":0,\"spool_bytes\":5,"
+             "\"spool_budget\":0,\"errors\":[]}"},
+            {"pause", FAKE_OK, "{\"paused\":false}"},
+            {"cache", FAKE_OK,
+             "{\"path\":\"/s/cache\",\"bytes\":1288490189,\"budget\":34359738368,"
+             "\"blobs\":37,\"freed\":1288490189}"},
+            {"ls", FAKE_OK, "{\"items\":[]}"},
+            {NULL, FAKE_OK, NULL},
+        };
+        char out[8192], err[8192];
+        struct fake f;
+        cJSON *req;
+
+        fake_start(&f, rules, PROTO_VERSION);
+        CHECK_INT(RUN("--socket", f.path, "status"), 0);
+        CHECK(contains(out, "paused"));
+        CHECK(contains(out, "1 queued"));
+        CHECK_INT(RUN("--socket", f.path, "pause"), 0);
+        CHECK_STR(out, "queue paused: nothing new is delivered until `ferry resume`\n");
+        req = fake_request(&f, 1);
+        CHECK_STR(jstr(req, "op"), "pause");
+        CHECK(cJSON_IsTrue(cJSON_GetObjectItem(req, "paused")));
+        cJSON_Delete(req);
+        CHECK_INT(RUN("--socket", f.path, "resume"), 0);
+        CHECK_STR(out, "queue resumed\n");
+        req = fake_request(&f, 2);
+        CHECK(cJSON_IsFalse(cJSON_GetObjectItem(req, "paused")));
+        cJSON_Delete(req);
+        CHECK_INT(RUN("--socket", f.path, "resume", "--json"), 0);
+        CHECK(contains(out, "\"paused\":\tfalse"));
+
+        CHECK_INT(RUN("--socket", f.path, "cache"), 0);
+        CHECK_STR(out, "cache /s/cache: 1.2 GiB in 37 blobs, budget 32.0 GiB\n");
+        req = fake_request(&f, 4);
+        CHECK_STR(jstr(req, "op"), "cache");
+        CHECK(cJSON_GetObjectItem(req, "clear") == NULL);
+        cJSON_Delete(req);
+        CHECK_INT(RUN("--socket", f.path, "cache", "--clear"), 0);
+        CHECK(contains(out, "cleared 1.2 GiB\n"));
+        req = fake_request(&f, 5);
+        CHECK(cJSON_IsTrue(cJSON_GetObjectItem(req, "clear")));
+        cJSON_Delete(req);
+        CHECK_INT(RUN("--socket", f.path, "cache", "--json"), 0);
+        CHECK(contains(out, "\"blobs\":\t37"));
+
+        CHECK_INT(RUN("--socket", f.path, "ls", "--limit", "5", "--failed"), 0);
+        CHECK_STR(out, "no failed items\n");
+        req = fake_request(&f, 7);
+        CHECK_STR(jstr(req, "op"), "ls");
+        CHECK_STR(jstr(req, "state"), "failed");
+        CHECK_INT(cJSON_GetObjectItem(req, "limit")->valueint, 5);
+        cJSON_Delete(req);
+        CHECK_INT(RUN("--socket", f.path, "ls"), 0);
+        req = fake_request(&f, 8);
+        CHECK(cJSON_GetObjectItem(req, "limit") == NULL);
+        CHECK(cJSON_GetObjectItem(req, "state") == NULL);
+        cJSON_Delete(req);
+        fake_stop(&f);
+}
+
 int main(void)
 {
         snprintf(tmpdir, sizeof(tmpdir), "/tmp/ferry-test-client-XXXXXX");
@@ -1069,8 +1345,11 @@ int main(void)
         test_fake_timeout();
         test_fake_requests();
         test_fake_wait();
+        test_fake_download_steps();
+        test_fake_pause_cache_ls();
         test_cli_usage();
         test_cli_with_fake();
+        test_cli_pause_cache_ls();
         {
                 char cmd[128];
 

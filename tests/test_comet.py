@@ -217,3 +217,29 @@ class CometPermanent(CometTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class CometConfigFiles(CometTestCase):
+    def test_comet_config_file_selects_and_configures_the_backend(self):
+        """No COMET_* variables: ~/.comet.config alone makes ferryd talk to Comet."""
+        self.daemon.stop()
+        root = os.path.join(self.tmp, "cfg")
+        os.makedirs(root)
+        with open(os.path.join(root, ".comet.config"), "w") as f:
+            f.write("[comet]\napi_key = %s\nurl_override = %s\nworkspace = fromfile\n"
+                    "project_name = p2\n" % (self.daemon_env["COMET_API_KEY"], self.standin.url))
+        env = {"FERRY_RETRY_BASE_MS": "100"}
+        d = self.start_daemon(env=env, root=root)
+        self.assertEqual(d.cli_json("status")["backend"], "comet")
+        d.cli("log", "configured", self.write("c.txt", "c"))
+        d.cli("wait", "--timeout", "30")
+        arts = [a for a in self.state()["artifacts"] if a["name"] == "configured"]
+        self.assertEqual(arts[0]["workspace"], "fromfile")
+        self.assertEqual(arts[0]["versions"][0]["state"], "CLOSED")
+
+    def test_forced_local_backend_ignores_the_key(self):
+        self.daemon.stop()
+        env = dict(self.daemon_env)
+        env["FERRY_BACKEND"] = "local"
+        d = self.start_daemon(env=env, root=os.path.join(self.tmp, "forced"))
+        self.assertEqual(d.cli_json("status")["backend"], "local")

@@ -84,9 +84,11 @@ const char *ferry_last_error(const struct ferry_client *client);
 const char *ferry_backend_name(const struct ferry_client *client);
 /*
  * Time limit for the replies of the typed requests below (ferry_stage,
- * ferry_log, ferry_experiment_*, ferry_status, ferry_get, ferry_download);
- * <= 0: none, the default. ferry_call and ferry_wait take their own limit.
- * After a timeout the connection stays usable: the late reply is skipped.
+ * ferry_log, ferry_experiment_*, ferry_status, ferry_ls, ferry_pause,
+ * ferry_cache, ferry_get, ferry_download, and each of ferry_download_start
+ * and ferry_download_finish); <= 0: none, the default. ferry_call,
+ * ferry_wait and ferry_download_ready take their own limit. After a timeout
+ * the connection stays usable: the late reply is skipped.
  */
 void ferry_set_timeout(struct ferry_client *client, int timeout_ms);
 
@@ -205,6 +207,34 @@ int ferry_wait(struct ferry_client *client, const int64_t *jobs, size_t njobs, i
 /* Queue state, as the JSON object documented in proto/PROTOCOL.md. */
 int ferry_status(struct ferry_client *client, char **json);
 
+/* The largest `limit` of ferry_ls(), as ferryd allows. */
+#define FERRY_LS_LIMIT_MAX 100000
+
+/*
+ * Queue items: `state` is "active" (queued, running and failed; also when
+ * NULL), "queued", "failed", "done" or "all"; `limit` (1..FERRY_LS_LIMIT_MAX,
+ * <= 0: ferryd's default of 1000) keeps the newest items. *json receives
+ * {"items": [...]}, oldest first.
+ */
+int ferry_ls(struct ferry_client *client, const char *state, int limit, char **json);
+
+/*
+ * Hold (`paused` != 0) or resume deliveries. While paused ferryd starts no
+ * delivery (running ones finish); logging, get and download keep working.
+ * The pause lasts until resumed or until ferryd restarts; ferry_status()
+ * reports it as "paused". *json (optional) receives {"paused": bool}.
+ */
+int ferry_pause(struct ferry_client *client, int paused, char **json);
+
+/*
+ * The node-wide download cache (content-addressed, least recently used blobs
+ * evicted under a byte budget). `clear` != 0 empties it first. *json
+ * (optional) receives {"path", "bytes", "budget", "blobs", "freed"}: its
+ * directory, bytes held, byte budget, number of blobs, and bytes freed by
+ * `clear`.
+ */
+int ferry_cache(struct ferry_client *client, int clear, char **json);
+
 /* `spec` is [workspace/]name[:version_or_alias]. *json is the version. */
 int ferry_get(struct ferry_client *client, const char *spec, char **json);
 
@@ -217,9 +247,28 @@ enum ferry_overwrite {
 /*
  * Download the version named by `spec` into `dir` (created if missing by the
  * daemon; a relative `dir` is taken relative to the current directory).
+ * The daemon writes each file through a temporary ".ferry-tmp-*" name in
+ * its directory and renames it into place. *json receives {"dir", "version",
+ * "files", "bytes"}. The same as ferry_download_start() then
+ * ferry_download_finish().
  */
 int ferry_download(struct ferry_client *client, const char *spec, const char *dir,
                    enum ferry_overwrite overwrite, char **json);
+
+/*
+ * A download in steps, for callers that do something while it runs (such as
+ * drawing progress): ferry_download_start() sends the request and returns;
+ * ferry_download_ready() waits at most `timeout_ms` (0: only looks; < 0: no
+ * limit) and returns 1 once the outcome is known, 0 while the download still
+ * runs, FERRY_EINVAL when none was started; ferry_download_finish() returns
+ * the outcome as ferry_download() would (waiting for it if not yet known)
+ * and ends the download. One download at a time per client (else
+ * FERRY_EBUSY); other requests may be made on the client meanwhile.
+ */
+int ferry_download_start(struct ferry_client *client, const char *spec, const char *dir,
+                         enum ferry_overwrite overwrite);
+int ferry_download_ready(struct ferry_client *client, int timeout_ms);
+int ferry_download_finish(struct ferry_client *client, char **json);
 
 #ifdef __cplusplus
 }

@@ -7,8 +7,9 @@ The protocol is spoken by libferry (loaded with ctypes); see README.md.
 """
 
 from .artifact import Artifact, ArtifactAsset
-from .errors import (ConflictError, ConnectError, FailedError, FerryError, FerryTimeoutError,
-                     InvalidArgumentError, LibraryNotFoundError, NotFoundError, NotReadyError)
+from .errors import (ConflictError, ConnectError, ConnectionLostError, FailedError, FerryError,
+                     FerryTimeoutError, InvalidArgumentError, LibraryNotFoundError,
+                     LocalFileNotFoundError, NotFoundError, NotReadyError)
 from .experiment import (ExistingExperiment, Experiment, LoggedArtifact, LoggedArtifactAsset,
                          get_artifact, wait)
 
@@ -17,8 +18,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Artifact", "ArtifactAsset", "Experiment", "ExistingExperiment", "LoggedArtifact",
     "LoggedArtifactAsset", "FerryError", "InvalidArgumentError", "ConflictError",
-    "NotFoundError", "NotReadyError", "ConnectError", "FerryTimeoutError", "FailedError",
-    "LibraryNotFoundError", "get_artifact", "wait", "status",
+    "NotFoundError", "LocalFileNotFoundError", "NotReadyError", "ConnectError",
+    "ConnectionLostError", "FerryTimeoutError", "FailedError", "LibraryNotFoundError",
+    "get_artifact", "wait", "status",
 ]
 
 

@@ -33,8 +33,9 @@ _lib_lock = threading.Lock()
 QUICK_TIMEOUT_MS = 120000
 CONNECT_TIMEOUT_MS = 10000
 
-# Codes after which libferry has dropped the connection.
-_GONE = ("connection_closed", "io_error", "protocol_error", "frame_too_large")
+# Codes after which libferry has dropped the connection (a malformed frame
+# from the daemon also drops it; the next request then finds it closed).
+_GONE = ("connection_closed", "io_error")
 
 
 def _candidates():

@@ -305,12 +305,11 @@ class Artifact:
         asset = _Asset(logical_path, "pending", obj=data, start=start, metadata=metadata)
         if copy_to_tmp:
             try:
-                _native.connect()
-            except FerryError as e:
-                if e.code not in ("connect_failed", "library_not_found"):
-                    raise
-            else:
                 _stage_asset(asset)
+            except FerryError as e:
+                # ferryd is not running: keep the object, read it at log time.
+                if e.code != "connect_failed":
+                    raise
         self._merge([asset], overwrite)
 
     def add_remote(self, uri, logical_path=None, overwrite=False, asset_type=None, metadata=None,

@@ -59,19 +59,20 @@ def _overwrite_mode(strategy):
 
 
 class Experiment:
-    """``Experiment(api_key=None, project_name=None, workspace=None, experiment_key=None, **kw)``.
+    """``Experiment(api_key=None, project_name=None, workspace=None, *, experiment_key=None, **kw)``.
 
     The key is `experiment_key`, else ``$FERRY_EXPERIMENT_KEY``, else
     ``$COMET_EXPERIMENT_KEY``, else a new one from ferryd: processes that share
     the key (the ranks of a distributed job) log into one experiment.
     `project_name`/`workspace` default to ``$COMET_PROJECT_NAME`` /
     ``$COMET_WORKSPACE``, then to ferryd's configuration. `api_key` and Comet's
-    other keyword arguments (``log_code``, ``auto_metric_logging``, ...) are
-    accepted and ignored: ferryd holds the credentials.
+    other arguments (``log_code``, ``auto_metric_logging``, ..., positional or
+    keyword) are accepted and ignored: ferryd holds the credentials.
+    Unlike Comet, a key that names an existing experiment adopts it.
     """
 
-    def __init__(self, api_key=None, project_name=None, workspace=None, experiment_key=None,
-                 **kwargs):
+    def __init__(self, api_key=None, project_name=None, workspace=None, *comet_flags,
+                 experiment_key=None, **kwargs):
         project_name = project_name or os.environ.get("COMET_PROJECT_NAME") or None
         workspace = workspace or os.environ.get("COMET_WORKSPACE") or None
         key = experiment_key or _env_key()

@@ -1,0 +1,17 @@
+# The Python binding (client/python/ferry) against a real ferryd: Comet's
+# example, argument rules, 1 GiB streamed with bounded memory, 8 processes in
+# one experiment, a daemon that is not running, offline pip install.
+ferry_py_test(python_binding test_python_binding 600)
+
+# Under ASan the instrumented libferry.so is loaded into an uninstrumented
+# python3: the sanitizer runtimes must be preloaded, and python's own
+# interpreter-lifetime allocations are not leaks of ours.
+if(FERRY_SANITIZE)
+  execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
+                  OUTPUT_VARIABLE FERRY_LIBASAN OUTPUT_STRIP_TRAILING_WHITESPACE)
+  execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libubsan.so
+                  OUTPUT_VARIABLE FERRY_LIBUBSAN OUTPUT_STRIP_TRAILING_WHITESPACE)
+  set_property(TEST python_binding APPEND PROPERTY ENVIRONMENT
+               "LD_PRELOAD=${FERRY_LIBASAN}:${FERRY_LIBUBSAN}"
+               "ASAN_OPTIONS=detect_leaks=0:abort_on_error=1")
+endif()
