@@ -1528,15 +1528,16 @@ def main(argv=None):
     stop = threading.Event()
     standin = StandIn(args.data_dir, api_key=args.api_key, seed=args.seed,
                       verbose=args.verbose)
-    port = standin.start(args.port)
-    sys.stdout.write("PORT %d\n" % port)
-    sys.stdout.flush()
 
     def on_signal(signum, frame):
         stop.set()
 
+    # Handlers first: whoever reads PORT may signal us at once.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    port = standin.start(args.port)
+    sys.stdout.write("PORT %d\n" % port)
+    sys.stdout.flush()
 
     if not args.no_stdin:
         def watch_stdin():

@@ -586,8 +586,14 @@ class TestFaults(StandInTestCase):
                          "other")           # faulted: no state change
         time.sleep(1.0)
         self.assertEqual(self.upload(exp, vid, "slow", b"s" * 1000)[0], 200)
-        reqs = [q for q in self.client.state()["requests"]
-                if q.get("fileName") == "slow"]
+        # The log entry's status is written just after the response is sent.
+        deadline = time.monotonic() + 10
+        while True:
+            reqs = [q for q in self.client.state()["requests"]
+                    if q.get("fileName") == "slow"]
+            if all(q["status"] is not None for q in reqs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         self.assertEqual([q["status"] for q in reqs], [429, 200])
         self.assertEqual(reqs[0]["versionId"], vid)
         self.assertGreaterEqual(reqs[1]["t"] - reqs[0]["t"], 1.0)
