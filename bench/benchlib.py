@@ -474,22 +474,40 @@ def status_kib(pid, field):
 
 
 class RssSampler:
-    """Peak of VmRSS of one PID, sampled every `interval` seconds in a thread."""
+    """Peak of VmRSS of one PID, sampled every `interval` seconds in a thread.
+
+    It also keeps the largest VmHWM seen: the kernel's high-water mark of the
+    process's current image (reset by exec), exact up to the last sample. (A
+    child's ru_maxrss from wait4 would not do: it includes the RSS of the
+    forking benchmark process.)
+    """
 
     def __init__(self, pid, interval=0.05):
         self.pid = pid
         self.interval = interval
         self.peak_kib = 0
+        self.hwm_kib = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
+        exe = None
         while not self._stop.is_set():
+            try:
+                now_exe = os.readlink("/proc/%d/exe" % self.pid)
+            except OSError:
+                now_exe = None
+            if now_exe is not None and exe is not None and now_exe != exe:
+                self.peak_kib = self.hwm_kib = 0   # it exec'd: forget the forked copy
+            exe = now_exe or exe
             v = status_kib(self.pid, "VmRSS")
+            h = status_kib(self.pid, "VmHWM")
             if v is not None:
                 self.peak_kib = max(self.peak_kib, v)
                 self.samples += 1
+            if h is not None:
+                self.hwm_kib = max(self.hwm_kib, h)
             self._stop.wait(self.interval)
 
     def start(self):
@@ -503,7 +521,7 @@ class RssSampler:
 
 
 def run_sampled(cmd, timeout=900, env=None):
-    """Run cmd; returns (exit code, wall s, sampled peak VmRSS KiB, kernel ru_maxrss KiB, stderr)."""
+    """Run cmd; returns (exit code, wall s, sampled peak VmRSS KiB, peak VmHWM KiB, output)."""
     errf = tempfile.TemporaryFile()
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, env=env,
@@ -513,7 +531,7 @@ def run_sampled(cmd, timeout=900, env=None):
     deadline = t0 + timeout
     try:
         while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
             if time.monotonic() > deadline:
@@ -528,7 +546,34 @@ def run_sampled(cmd, timeout=900, env=None):
     errf.seek(0)
     out = errf.read().decode("utf-8", "replace")
     errf.close()
-    return proc.returncode, wall, sampler.peak_kib, ru.ru_maxrss, out
+    return proc.returncode, wall, sampler.peak_kib, sampler.hwm_kib, out
+
+
+def parallel(fns, timeout=600):
+    """Call each fn in its own thread at once; (results, wall s). Re-raises the first error."""
+    results = [None] * len(fns)
+    errors = []
+
+    def call(i, fn):
+        try:
+            results[i] = fn()
+        except BaseException as e:          # reported in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i, fn), daemon=True)
+               for i, fn in enumerate(fns)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    deadline = t0 + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            die("parallel work did not finish within %ds" % timeout)
+    wall = time.monotonic() - t0
+    if errors:
+        raise errors[0]
+    return results, wall
 
 
 def make_file(path, size, seed=0):
@@ -548,11 +593,22 @@ def make_file(path, size, seed=0):
 def fmt_ratio(x):
     if x is None:
         return "-"
+    if x == 0:
+        return "0x"
+    if x < 0.01:
+        return "%.2gx" % x
     if x >= 100:
         return "%.0fx" % x
     if x >= 10:
         return "%.1fx" % x
     return "%.2fx" % x
+
+
+def fmt_bytes(n):
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return "%.1f %s" % (n / float(size), unit)
+    return "%d B" % n
 
 
 def print_table(title, headers, rows, notes=()):

@@ -30,6 +30,7 @@ this runs on is shared, so absolute seconds are only indicative.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -169,6 +170,12 @@ def check_delivered(standin, prefix, plan, file_size):
         want = {os.path.basename(f): file_size for f in files}
         if v["state"] != "CLOSED" or sizes != want:
             bl.die("%s: %s arrived as %s with %s" % (prefix, name, v["state"], sizes))
+    for name, _ in plan:                 # checked: free the stand-in's copies (disk space)
+        for s in arts[name]["versions"][0]["assets"]:
+            try:
+                os.unlink(s["path"])
+            except (OSError, TypeError):
+                pass
 
 
 def main():
@@ -182,8 +189,8 @@ def main():
                     help="link scenario: MiB/s each way (default 50)")
     ap.add_argument("--latency-ms", type=float, default=20,
                     help="link scenario: stand-in delay before each answer (default 20)")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="repeat each method; the median is printed (default 1)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="repeat each method; the median is printed (default 3)")
     ap.add_argument("--methods", default="ferry-cli,ferry-py,sdk,curl")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
@@ -212,9 +219,8 @@ def main():
     file_size = int(args.file_mib * bl.MiB)
     total = args.artifacts * args.files * file_size
     root = bl.make_tmp("ferry-bench-latency-")
-    runs = len(scenarios) * len(methods) * args.rounds
-    # local files + spool copies + what the stand-in keeps of every run
-    bl.require_disk(root, total * (2 + runs) + (256 << 20), "log_latency")
+    # the files, a spool's copies, the stand-in's copies of one run (dropped once checked)
+    bl.require_disk(root, total * 3 + (256 << 20), "log_latency")
 
     print("log_latency: %d versions x %d files x %.1f MiB = %.0f MiB per method; %s"
           % (args.artifacts, args.files, args.file_mib, total / float(bl.MiB), bl.machine_line()))
@@ -242,21 +248,22 @@ def main():
             url = standin.url
             standin.set_faults([])
             what = "loopback: straight to the stand-in on 127.0.0.1"
-        results = {}
-        for label, tag, fn in methods:
-            samples = []
-            for r in range(args.rounds):
+        samples = {tag: [] for _, tag, _ in methods}
+        for r in range(args.rounds):           # rounds outside: drift hits every method alike
+            for label, tag, fn in methods:
                 if bl.interrupted():
                     raise KeyboardInterrupt
                 prefix = "%s-%s-r%d-" % (scenario, tag, r)
                 plan = [(prefix + "v%03d" % i, row) for i, row in enumerate(files)]
-                res = fn(os.path.join(root, prefix.rstrip("-")), url, plan)
+                sroot = os.path.join(root, prefix.rstrip("-"))
+                res = fn(sroot, url, plan)
                 check_delivered(standin, prefix, plan, file_size)
-                samples.append(res)
-                sys.stderr.write("  %-8s %-5s round %d: blocked %.2fs, delivered %.2fs\n"
+                shutil.rmtree(sroot, ignore_errors=True)
+                samples[tag].append(res)
+                sys.stderr.write("  %-8s %-9s round %d: blocked %6.2f s, delivered %6.2f s\n"
                                  % (scenario, tag, r + 1, res["blocked"], res["delivered"]))
-            results[tag] = {k: statistics.median(s[k] for s in samples)
-                            for k in ("blocked", "delivered")}
+        results = {tag: {k: statistics.median(s[k] for s in samples[tag])
+                         for k in ("blocked", "delivered")} for tag in samples}
         base = results["ferry-cli"]
         rows = []
         for label, tag, _ in methods:
