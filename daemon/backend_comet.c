@@ -173,11 +173,30 @@ static int sdk_error_code(const struct http_response *resp)
         return code;
 }
 
+/* How strongly an outcome decides a delivery: offline, then permanent, then transient. */
+static int outcome_rank(enum backend_outcome o)
+{
+        return o == BACKEND_OFFLINE     ? 3
+               : o == BACKEND_PERMANENT ? 2
+               : o == BACKEND_TRANSIENT ? 1
+                                        : 0;
+}
+
+/*
+ * Record a failed step. Several requests of one delivery may fail: the
+ * strongest outcome wins (offline spends no attempt and pauses the queue; a
+ * permanent refusal will not heal by retrying), and the longest Retry-After
+ * is kept so that no request comes back before the server allowed it.
+ */
 static void comet_fail(struct comet_delivery *cd, const struct backend_result *r)
 {
-        /* Offline outranks the rest: it spends no attempt and pauses the queue. */
-        if (!cd->failed || (r->outcome == BACKEND_OFFLINE && cd->result.outcome != BACKEND_OFFLINE))
+        int64_t retry_after = cd->failed && cd->result.retry_after_ms > r->retry_after_ms
+                                  ? cd->result.retry_after_ms
+                                  : r->retry_after_ms;
+
+        if (!cd->failed || outcome_rank(r->outcome) > outcome_rank(cd->result.outcome))
                 cd->result = *r;
+        cd->result.retry_after_ms = retry_after;
         cd->failed = true;
 }
 
@@ -270,6 +289,30 @@ static cJSON *comet_parse_ok(const struct http_response *resp)
         return body;
 }
 
+/*
+ * POST `body` (consumed) as JSON for delivery `cd`; `done` gets the answer.
+ * A failure to build or submit the request fails the delivery.
+ */
+static void comet_post_json(struct comet_delivery *cd, const char *url, cJSON *body,
+                            void (*done)(struct http_request *, const struct http_response *,
+                                         void *))
+{
+        char *text = body ? cJSON_PrintUnformatted(body) : NULL;
+        struct http_request *req = comet_request(cd->cb, "POST", url);
+
+        cJSON_Delete(body);
+        if (req == NULL || text == NULL ||
+            http_request_set_body(req, "application/json", text, strlen(text)) != 0) {
+                http_request_free(req);
+                cJSON_free(text);
+                comet_fail_msg(cd, BACKEND_TRANSIENT, "out_of_memory", "out of memory");
+                return;
+        }
+        cJSON_free(text);
+        if (comet_submit(cd, req, -1, done) != 0)
+                comet_fail_msg(cd, BACKEND_TRANSIENT, "internal", "cannot submit a request");
+}
+
 /* ---- step 1: register the experiment key ---- */
 
 static void comet_register_cb(struct http_request *req, const struct http_response *resp,
@@ -295,9 +338,7 @@ static void comet_register(struct comet_delivery *cd)
         struct comet_backend *cb = cd->cb;
         struct job *job = cd->job;
         char url[COMET_URL_MAX];
-        struct http_request *req;
         cJSON *body = cJSON_CreateObject();
-        char *text;
 
         snprintf(url, sizeof(url), "%slogger/add/run", cb->clientlib);
         cJSON_AddStringToObject(body, "apiKey", cb->api_key);
@@ -309,19 +350,7 @@ static void comet_register(struct comet_delivery *cd)
         cJSON_AddStringToObject(body, "libVersion", "ferry-" FERRY_VERSION_STRING);
         if (job->experiment_name)
                 cJSON_AddStringToObject(body, "experimentName", job->experiment_name);
-        text = cJSON_PrintUnformatted(body);
-        cJSON_Delete(body);
-        req = comet_request(cb, "POST", url);
-        if (req == NULL || text == NULL ||
-            http_request_set_body(req, "application/json", text, strlen(text)) != 0) {
-                http_request_free(req);
-                cJSON_free(text);
-                comet_fail_msg(cd, BACKEND_TRANSIENT, "out_of_memory", "out of memory");
-                return;
-        }
-        cJSON_free(text);
-        if (comet_submit(cd, req, -1, comet_register_cb) != 0)
-                comet_fail_msg(cd, BACKEND_TRANSIENT, "internal", "cannot submit a request");
+        comet_post_json(cd, url, body, comet_register_cb);
 }
 
 /* ---- step 2: upsert the version ---- */
@@ -379,9 +408,7 @@ static void comet_upsert(struct comet_delivery *cd)
         struct comet_backend *cb = cd->cb;
         struct job *job = cd->job;
         char url[COMET_URL_MAX];
-        struct http_request *req;
         cJSON *body = cJSON_CreateObject();
-        char *text;
 
         snprintf(url, sizeof(url), "%swrite/artifacts/upsert", cb->rest);
         cJSON_AddStringToObject(body, "artifactName", job->name);
@@ -400,19 +427,7 @@ static void comet_upsert(struct comet_delivery *cd)
                 cJSON_AddStringToObject(body, "versionMetadata", job->metadata);
         else
                 cJSON_AddNullToObject(body, "versionMetadata");
-        text = cJSON_PrintUnformatted(body);
-        cJSON_Delete(body);
-        req = comet_request(cb, "POST", url);
-        if (req == NULL || text == NULL ||
-            http_request_set_body(req, "application/json", text, strlen(text)) != 0) {
-                http_request_free(req);
-                cJSON_free(text);
-                comet_fail_msg(cd, BACKEND_TRANSIENT, "out_of_memory", "out of memory");
-                return;
-        }
-        cJSON_free(text);
-        if (comet_submit(cd, req, -1, comet_upsert_cb) != 0)
-                comet_fail_msg(cd, BACKEND_TRANSIENT, "internal", "cannot submit a request");
+        comet_post_json(cd, url, body, comet_upsert_cb);
 }
 
 /* ---- step 3: assets ---- */
@@ -530,27 +545,13 @@ static void comet_close_version(struct comet_delivery *cd)
 {
         struct comet_backend *cb = cd->cb;
         char url[COMET_URL_MAX];
-        struct http_request *req;
         cJSON *body = cJSON_CreateObject();
-        char *text;
 
         snprintf(url, sizeof(url), "%swrite/artifacts/state", cb->rest);
         cJSON_AddStringToObject(body, "artifactVersionId", cd->job->remote_version_id);
         cJSON_AddStringToObject(body, "experimentKey", cd->job->experiment);
         cJSON_AddStringToObject(body, "state", "CLOSED");
-        text = cJSON_PrintUnformatted(body);
-        cJSON_Delete(body);
-        req = comet_request(cb, "POST", url);
-        if (req == NULL || text == NULL ||
-            http_request_set_body(req, "application/json", text, strlen(text)) != 0) {
-                http_request_free(req);
-                cJSON_free(text);
-                comet_fail_msg(cd, BACKEND_TRANSIENT, "out_of_memory", "out of memory");
-                return;
-        }
-        cJSON_free(text);
-        if (comet_submit(cd, req, -1, comet_close_cb) != 0)
-                comet_fail_msg(cd, BACKEND_TRANSIENT, "internal", "cannot submit a request");
+        comet_post_json(cd, url, body, comet_close_cb);
 }
 
 /* Start whatever the delivery's state allows; finish when nothing is left in flight. */
