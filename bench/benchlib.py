@@ -596,7 +596,7 @@ def fmt_ratio(x):
     if x == 0:
         return "0x"
     if x < 0.01:
-        return "%.2gx" % x
+        return "<0.01x"
     if x >= 100:
         return "%.0fx" % x
     if x >= 10:
