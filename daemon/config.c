@@ -87,7 +87,7 @@ int config_parse_size(const char *s, int64_t *out)
                 end++;
         if (toupper((unsigned char)*end) == 'B')
                 end++;
-        if (*end != '\0')
+        if (*end != '\0' || !(v >= 0 && v < 9.2e18)) /* also refuses inf and nan */
                 return -1;
         *out = (int64_t)v;
         return 0;

@@ -125,8 +125,14 @@ int fsutil_place_file(int dirfd, const char *dir, const char *logical_path, cons
         }
         snprintf(tmp, sizeof(tmp), ".ferry-tmp-%s", rnd);
         in = open(src, O_RDONLY | O_CLOEXEC);
+        if (in < 0) {
+                snprintf(err, errlen, "cannot read the content of %s: %s", logical_path,
+                         strerror(errno));
+                rc = errno == ENOENT ? FERRY_ENOTFOUND : FERRY_EIO;
+                goto out;
+        }
         out = openat(pfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (in < 0 || out < 0) {
+        if (out < 0) {
                 snprintf(err, errlen, "cannot write %s/%s: %s", dir, logical_path, strerror(errno));
                 rc = errno == ENOSPC ? FERRY_ENOSPC : FERRY_EIO;
                 goto out;

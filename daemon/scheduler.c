@@ -63,7 +63,7 @@ int64_t scheduler_backoff_ms(int64_t base_ms, int64_t cap_ms, int attempts)
         int i;
 
         for (i = 1; i < attempts && ceiling < cap_ms; i++)
-                ceiling *= 2;
+                ceiling = ceiling > cap_ms / 2 ? cap_ms : ceiling * 2;
         if (ceiling > cap_ms)
                 ceiling = cap_ms;
         return (int64_t)(util_random_unit() * (double)ceiling);

@@ -160,6 +160,9 @@ int util_copy_fd(int src_fd, int dst_fd)
 
         if (ioctl(dst_fd, FICLONE, src_fd) == 0)
                 return 0;
+        /* A second attempt must not keep bytes of the first. */
+        if (ftruncate(dst_fd, 0) != 0)
+                return -errno;
         for (;;) {
                 ssize_t n = copy_file_range(src_fd, &in, dst_fd, &out, 1 << 30, 0);
 

@@ -84,6 +84,11 @@ int proto_decoder_feed(struct proto_decoder *dec, const char *data, size_t len)
 
                 while (cap < dec->len + len)
                         cap *= 2;
+                /* One maximal frame fits exactly; only back-to-back frames need more. */
+                if (cap > PROTO_HEADER_LEN + PROTO_FRAME_MAX)
+                        cap = dec->len + len > PROTO_HEADER_LEN + PROTO_FRAME_MAX
+                                  ? dec->len + len
+                                  : PROTO_HEADER_LEN + PROTO_FRAME_MAX;
                 nbuf = realloc(dec->buf, cap);
                 if (nbuf == NULL)
                         return FERRY_ENOMEM;
@@ -329,8 +334,9 @@ int proto_get_int(const cJSON *obj, const char *key, bool required, int64_t def,
                 return FERRY_EINVAL;
         }
         d = cJSON_IsNumber(v) ? v->valuedouble : 0.5;
-        if (!cJSON_IsNumber(v) || d != (double)(int64_t)d || d > 9007199254740992.0 ||
-            d < -9007199254740992.0) {
+        /* Range first: converting an out-of-range double to int64_t is undefined. */
+        if (!cJSON_IsNumber(v) || !(d <= 9007199254740992.0 && d >= -9007199254740992.0) ||
+            d != (double)(int64_t)d) {
                 set_err(err, errlen, "field \"%s\" must be an integer", key);
                 return FERRY_EINVAL;
         }

@@ -38,7 +38,8 @@ int proto_frame_encode(const cJSON *msg, char **out, size_t *out_len);
 struct proto_decoder {
         char *buf;  /* owned; bytes received and not yet consumed */
         size_t len; /* bytes in buf */
-        size_t cap; /* allocated size of buf, at most PROTO_HEADER_LEN + PROTO_FRAME_MAX */
+        size_t cap; /* allocated size of buf: one maximal frame at most, unless a read
+                       brings the start of the next frame with it */
         size_t off; /* start of the first unconsumed byte */
 };
 

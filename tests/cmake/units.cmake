@@ -1,0 +1,8 @@
+# Unit tests of the wire protocol and the daemon's modules, one file per module;
+# each links ferryd_core (which brings proto).
+ferry_c_test(test_proto test_proto.c)
+ferry_c_test(test_store test_store.c)
+ferry_c_test(test_spool test_spool.c)
+ferry_c_test(test_cache test_cache.c)
+ferry_c_test(test_fsutil test_fsutil.c)
+ferry_c_test(test_config test_config.c)
