@@ -65,6 +65,8 @@ struct comet_delivery {
         size_t next_asset; /* next asset to start */
         int inflight;      /* requests running for this delivery */
         bool failed;       /* a step failed: start nothing more */
+        bool doomed;       /* an asset can never be delivered: the version goes to ERROR */
+        bool error_sent;   /* the ERROR state change was sent */
         struct backend_result result;
         struct http_request *requests[COMET_UPLOADS_PER_JOB + 1]; /* for abort */
         struct comet_delivery *next;
@@ -504,7 +506,9 @@ static void comet_upload(struct comet_delivery *cd, struct job_asset *a)
                         http_request_free(req);
                         /* The snapshot is gone: this asset can never be delivered. */
                         comet_fail_msg(cd, BACKEND_PERMANENT, "not_found",
-                                       "the spool snapshot of an asset is missing");
+                                       "the spool snapshot of an asset is missing; the version "
+                                       "was set to ERROR on Comet");
+                        cd->doomed = true;
                         return;
                 }
         }
@@ -541,7 +545,10 @@ static void comet_close_cb(struct http_request *req, const struct http_response 
         comet_delivery_advance(cd);
 }
 
-static void comet_close_version(struct comet_delivery *cd)
+/* Set the version's final state: CLOSED, or ERROR when it can never be completed. */
+static void comet_set_state(struct comet_delivery *cd, const char *state,
+                            void (*done)(struct http_request *, const struct http_response *,
+                                         void *))
 {
         struct comet_backend *cb = cd->cb;
         char url[COMET_URL_MAX];
@@ -550,8 +557,24 @@ static void comet_close_version(struct comet_delivery *cd)
         snprintf(url, sizeof(url), "%swrite/artifacts/state", cb->rest);
         cJSON_AddStringToObject(body, "artifactVersionId", cd->job->remote_version_id);
         cJSON_AddStringToObject(body, "experimentKey", cd->job->experiment);
-        cJSON_AddStringToObject(body, "state", "CLOSED");
-        comet_post_json(cd, url, body, comet_close_cb);
+        cJSON_AddStringToObject(body, "state", state);
+        comet_post_json(cd, url, body, done);
+}
+
+static void comet_close_version(struct comet_delivery *cd)
+{
+        comet_set_state(cd, "CLOSED", comet_close_cb);
+}
+
+static void comet_error_cb(struct http_request *req, const struct http_response *resp, void *data)
+{
+        int asset;
+        struct comet_delivery *cd = comet_call_end(data, &asset);
+
+        if (http_classify(resp) != HTTP_OK)
+                log_warn("job %lld: cannot set the version to ERROR: HTTP %ld %s",
+                         (long long)cd->job->id, resp->status, resp->error);
+        comet_delivery_advance(cd);
 }
 
 /* Start whatever the delivery's state allows; finish when nothing is left in flight. */
@@ -595,6 +618,14 @@ static void comet_delivery_advance(struct comet_delivery *cd)
                 case STEP_CLOSE:
                         break;
                 }
+        }
+        /* A version that can never be completed is marked ERROR (once) before the job parks. */
+        if (cd->inflight == 0 && cd->failed && cd->doomed && !cd->error_sent &&
+            job->remote_version_id != NULL) {
+                cd->error_sent = true;
+                comet_set_state(cd, "ERROR", comet_error_cb);
+                if (cd->inflight > 0)
+                        return;
         }
         if (cd->inflight == 0 && (cd->failed || cd->step > STEP_CLOSE))
                 comet_delivery_finish(cd);

@@ -243,3 +243,28 @@ class CometConfigFiles(CometTestCase):
         env["FERRY_BACKEND"] = "local"
         d = self.start_daemon(env=env, root=os.path.join(self.tmp, "forced"))
         self.assertEqual(d.cli_json("status")["backend"], "local")
+
+
+class CometUndeliverable(CometTestCase):
+    def test_lost_snapshot_sets_the_version_to_error(self):
+        d = self.daemon
+        c = d.raw()
+        c.hello()
+        # Let the upsert happen, then hold the uploads while the snapshot disappears.
+        self.standin.set_faults([{"endpoint": "uploadAsset", "status": 503, "retry_after": 2,
+                                  "count": 1}])
+        d.cli("log", "doomed", self.write("gone.bin", os.urandom(1000)))
+        self.wait_until(lambda: self.versions("doomed"), what="the upsert")
+        c.request("pause", paused=True)
+        spool = os.path.join(d.state_dir, "spool")
+        for name in os.listdir(spool):
+            if name != "staging":
+                os.unlink(os.path.join(spool, name))
+        c.request("pause", paused=False)
+        c.close()
+        p = d.cli("wait", "--timeout", "30", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.wait_until(lambda: self.versions("doomed")[0]["state"] == "ERROR",
+                        what="the version to be set to ERROR")
+        err = d.cli_json("status")["errors"][0]
+        self.assertIn("snapshot", err["message"])
