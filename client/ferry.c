@@ -1015,12 +1015,15 @@ int ferry_download_start(struct ferry_client *client, const char *spec, const ch
                 return client_fail(client, FERRY_EINVAL, "a download directory is required");
         /* The daemon writes the files, so it needs an absolute directory. */
         if (dir[0] != '/') {
+                while (dir[0] == '.' && dir[1] == '/') /* "./out" reads better as "out" */
+                        dir += 2;
                 if (getcwd(cwd, sizeof(cwd)) == NULL)
                         return client_fail(client, FERRY_EIO,
                                            "cannot make %s absolute: the current directory is "
                                            "unknown (%s)",
                                            dir, strerror(errno));
-                if ((size_t)snprintf(abs, sizeof(abs), "%s/%s", cwd, dir) >= sizeof(abs))
+                if ((size_t)snprintf(abs, sizeof(abs), "%s%s%s", cwd, strcmp(dir, ".") ? "/" : "",
+                                     strcmp(dir, ".") ? dir : "") >= sizeof(abs))
                         return client_fail(client, FERRY_EINVAL,
                                            "download directory %s is too long", dir);
                 dir = abs;
