@@ -198,6 +198,7 @@ static void op_ls(struct request *req)
         const char *state;
         char err[PROTO_ERRMSG_MAX];
         int64_t limit;
+        bool truncated = false;
         cJSON *rep, *items;
 
         CHECK_KEYS(req, "state", "limit");
@@ -218,7 +219,7 @@ static void op_ls(struct request *req)
                              "state must be one of active, queued, failed, done, all");
                 return;
         }
-        items = store_list(req->d->store, state, (int)limit);
+        items = store_list(req->d->store, state, (int)limit, PROTO_FRAME_MAX - 4096, &truncated);
         rep = request_ok(req);
         if (rep == NULL || items == NULL) {
                 cJSON_Delete(items);
@@ -227,6 +228,7 @@ static void op_ls(struct request *req)
                 return;
         }
         cJSON_AddItemToObject(rep, "items", items);
+        cJSON_AddBoolToObject(rep, "truncated", truncated);
         request_reply(req, rep);
 }
 

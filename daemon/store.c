@@ -530,8 +530,10 @@ static void add_text_or_null(cJSON *obj, const char *key, sqlite3_stmt *s, int c
                 cJSON_AddStringToObject(obj, key, (const char *)sqlite3_column_text(s, col));
 }
 
-cJSON *store_list(struct store *st, const char *state, int limit)
+cJSON *store_list(struct store *st, const char *state, int limit, size_t max_bytes, bool *truncated)
 {
+        size_t used = 0;
+
         sqlite3_stmt *s = st->list;
         cJSON *items = cJSON_CreateArray();
 
@@ -561,6 +563,18 @@ cJSON *store_list(struct store *st, const char *state, int limit)
                 add_text_or_null(it, "experiment", s, 9);
                 cJSON_AddNumberToObject(it, "created", (double)sqlite3_column_int64(s, 10));
                 add_text_or_null(it, "error", s, 11);
+                /* Stop before the reply outgrows a frame: the newest items are kept. */
+                if (max_bytes > 0) {
+                        char *text = cJSON_PrintUnformatted(it);
+
+                        used += text ? strlen(text) + 1 : max_bytes;
+                        cJSON_free(text);
+                        if (used > max_bytes) {
+                                cJSON_Delete(it);
+                                *truncated = true;
+                                break;
+                        }
+                }
                 /* Newest first from SQL; insert at the front to list oldest first. */
                 cJSON_InsertItemInArray(items, 0, it);
         }

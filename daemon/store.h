@@ -76,8 +76,13 @@ int64_t store_find_pending(struct store *st, const char *workspace, const char *
 int store_counts(struct store *st, struct store_counts *out);
 /* For wait: counts among `jobs` (a JSON array of ids, NULL for all jobs). */
 int store_wait_counts(struct store *st, const char *jobs_json, int64_t *pending, int64_t *failed);
-/* ls: items as PROTOCOL.md's "items" array; `state` one of active|failed|done|all. */
-cJSON *store_list(struct store *st, const char *state, int limit);
+/*
+ * ls: items as PROTOCOL.md's "items" array; `state` one of active|failed|done|all.
+ * The newest `limit` items, oldest first, but no more than fit in `max_bytes`
+ * of JSON (0: no bound); *truncated is set when items were left out for that.
+ */
+cJSON *store_list(struct store *st, const char *state, int limit, size_t max_bytes,
+                  bool *truncated);
 /* status: the newest failed jobs as PROTOCOL.md's "errors" array. */
 cJSON *store_errors(struct store *st, int limit);
 /* Forget delivered jobs finished before `before_ms` (history for ls); count returned. */

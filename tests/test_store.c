@@ -186,7 +186,8 @@ static const char *ids_str(const char *fmt, ...)
 static const char *list_ids(struct store *st, const char *state, int limit)
 {
         static char buf[256];
-        cJSON *items = store_list(st, state, limit), *it;
+        bool truncated = false;
+        cJSON *items = store_list(st, state, limit, 0, &truncated), *it;
         size_t off = 0;
 
         buf[0] = '\0';
@@ -205,7 +206,8 @@ static const char *list_ids(struct store *st, const char *state, int limit)
 /* The list item of job `id` (state "all"), detached; caller deletes. */
 static cJSON *list_item(struct store *st, int64_t id)
 {
-        cJSON *items = store_list(st, "all", 1000), *it, *found = NULL;
+        bool truncated = false;
+        cJSON *items = store_list(st, "all", 1000, 0, &truncated), *it, *found = NULL;
 
         cJSON_ArrayForEach(it, items)
         {
@@ -686,6 +688,7 @@ static void test_counts_and_list(void)
         int64_t ids[6], pending = -1, failed = -1;
         char json[128];
         cJSON *items, *it;
+        bool truncated = false;
         int i;
 
         if (st == NULL)
@@ -698,8 +701,9 @@ static void test_counts_and_list(void)
         CHECK_INT(store_wait_counts(st, NULL, &pending, &failed), 0);
         CHECK_INT(pending, 0);
         CHECK_INT(failed, 0);
-        items = store_list(st, "all", 10);
+        items = store_list(st, "all", 10, 0, &truncated);
         CHECK(cJSON_IsArray(items) && cJSON_GetArraySize(items) == 0);
+        CHECK(!truncated);
         cJSON_Delete(items);
 
         for (i = 0; i < 6; i++) {
@@ -782,6 +786,17 @@ static void test_counts_and_list(void)
         cJSON_Delete(items);
         items = store_errors(st, 1);
         CHECK_INT(cJSON_GetArraySize(items), 1);
+        cJSON_Delete(items);
+        /* A byte bound keeps the newest items that fit and says so. */
+        truncated = false;
+        items = store_list(st, "all", 10, 1, &truncated);
+        CHECK(truncated);
+        CHECK_INT(cJSON_GetArraySize(items), 0);
+        cJSON_Delete(items);
+        truncated = false;
+        items = store_list(st, "all", 10, 1u << 20, &truncated);
+        CHECK(!truncated);
+        CHECK_INT(cJSON_GetArraySize(items), 6);
         cJSON_Delete(items);
         store_close(st);
 }
