@@ -205,17 +205,16 @@ class FerryTestCase(unittest.TestCase):
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="ferry-test-")
-        self.daemons = []
+        self.addCleanup(self._remove_tmp)
         self.daemon = self.start_daemon(env=self.daemon_env)
 
     def start_daemon(self, env=None, args=(), root=None):
+        """Start a ferryd that is stopped after the test even if setUp fails later."""
         d = Daemon(root or self.tmp, env=env, args=args)
-        self.daemons.append(d)
+        self.addCleanup(d.stop)
         return d.start()
 
-    def tearDown(self):
-        for d in self.daemons:
-            d.stop()
+    def _remove_tmp(self):
         if os.environ.get("FERRY_KEEP_TMP"):
             sys.stderr.write("kept %s\n" % self.tmp)
         else:
