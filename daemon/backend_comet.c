@@ -8,11 +8,12 @@
  * returns, each asset as soon as the server confirms it.
  *
  * Crash windows, and what ferry does about them (the choice that loses nothing):
- * - between the server's upsert and our commit (microseconds): the upsert is
- *   sent again on restart. An automatic version then leaves one empty OPEN
- *   version behind on the server; an explicit version is refused with 90399
- *   and the job parks as failed with that message (Comet offers no look-up of
- *   an OPEN version by name, so it cannot be adopted safely);
+ * - between the server's upsert and our commit (a round trip plus a commit:
+ *   milliseconds): the upsert is sent again on restart. For an explicit
+ *   version Comet's upsert returns the version the first attempt created
+ *   (still OPEN, same experiment), so delivery resumes it; should a server
+ *   refuse with 90399 instead, the job parks visibly with that message. An
+ *   automatic version leaves one empty OPEN version behind on the server;
  * - between an asset's upload and our commit: the asset is uploaded again;
  *   every upload is sent with overwrite=true (logical paths are already unique
  *   within a version, so this only makes the retry idempotent);

@@ -55,7 +55,10 @@ Codes used:
 * 624523 artifact / version not found.  Comet answers this with HTTP 400, and
   so does the stand-in (never 404 for a missing version).
 * 90399  upsert of an explicit version that already exists (semver precedence
-  equality, i.e. build metadata ignored).
+  equality, i.e. build metadata ignored) -- unless it is still OPEN and was
+  created by the same experimentKey: then the upsert returns that version
+  (COMET-REST.md leaves the trigger of 90399 unconfirmed; this is the reading
+  that loses no data when a client resends an upsert whose answer it lost).
 * 90401  artifact version state is immutable: a state change other than
   OPEN->CLOSED / OPEN->ERROR (CLOSED->CLOSED too: not idempotent), or an
   upload to a version that is not OPEN.
@@ -839,6 +842,18 @@ class StandIn:
             if version is None:
                 version = ("%d.0.0" % (highest.key[0] + 1)) if highest else "1.0.0"
             elif art and any(v.key == semver_key(version) for v in art.versions):
+                same = next(v for v in art.versions if v.key == semver_key(version))
+                # An upsert: the same experiment asking again for its own
+                # version that is still OPEN gets that version back (a client
+                # that crashed before it could note the answer resumes it).
+                # Anything else is refused with 90399.
+                if same.state == OPEN and same.experiment_key == exp_key:
+                    lower = [x for x in art.versions if x.key < same.key]
+                    prev = max(lower, key=lambda x: x.key) if lower else None
+                    return {"artifactId": art.artifact_id,
+                            "artifactVersionId": same.id,
+                            "currentVersion": same.version,
+                            "previousVersion": prev.version if prev else None}
                 raise ApiError(400, "artifact %s version %s already exists"
                                % (name, version), SDK_VERSION_EXISTS)
             if art is None:

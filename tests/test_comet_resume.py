@@ -2,6 +2,7 @@
 
 import os
 import sqlite3
+import time
 import unittest
 
 from comettest import CometTestCase
@@ -73,3 +74,36 @@ class CometResume(CometTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class CometResumeExplicit(CometTestCase):
+    def test_kill_after_the_server_created_an_explicit_version_unnoticed(self):
+        """The upsert's answer is lost with ferryd: the resent upsert resumes the same version."""
+        d = self.daemon
+        self.standin.set_faults([{"endpoint": "upsert", "delay": 2.0}])
+        f = self.write("w.bin", os.urandom(40_000))
+        d.cli("log", "model-x", f, "--version", "3.1.4")
+        self.wait_until(lambda: self.state()["counts"].get("upsert", 0) >= 1,
+                        what="the upsert to reach the server")
+        time.sleep(0.5)
+        d.kill9()  # the server creates 3.1.4 after this; ferryd never hears of it
+        self.wait_until(lambda: self.versions("model-x"), what="the server to create the version")
+        self.standin.set_faults([])
+        d.start()
+        self.wait_drained()
+        versions = self.versions("model-x")
+        self.assertEqual([v["version"] for v in versions], ["3.1.4"])
+        self.assertEqual(versions[0]["state"], "CLOSED")
+        self.assertBytes(versions[0], {"w.bin": f})
+        self.assertEqual(d.cli_json("status")["failed"], 0)
+
+    def test_a_version_taken_by_another_experiment_still_parks(self):
+        d = self.daemon
+        f = self.write("t.bin", "t")
+        d.cli("log", "taken", f, "--version", "1.0.0")
+        self.wait_drained()
+        d.cli("log", "taken", f, "--version", "1.0.0")  # a new experiment: not the owner
+        self.assertEqual(d.cli("wait", "--timeout", "30", check=False).returncode, 1)
+        err = d.cli_json("status")["errors"][0]
+        self.assertEqual(err["code"], "90399")
+        self.assertEqual(len(self.versions("taken")), 1)

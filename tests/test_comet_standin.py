@@ -173,7 +173,12 @@ class TestFlow(StandInTestCase):
         self.assertEqual(v2["artifactId"], v1["artifactId"])
         status, _, v3 = self.upsert(exp, "model", version="2.5.14")
         self.assertEqual((status, v3["currentVersion"]), (200, "2.5.14"))
-        status, _, dup = self.upsert(exp, "model", version="2.0.0")
+        # The same experiment resending an upsert for its OPEN version gets it back ...
+        status, _, again = self.upsert(exp, "model", version="2.0.0")
+        self.assertEqual((status, again["artifactVersionId"]), (200, v2["artifactVersionId"]))
+        # ... anyone else is refused.
+        other = self.new_experiment()
+        status, _, dup = self.upsert(other, "model", version="2.0.0")
         self.assertEqual((status, dup["sdk_error_code"]), (400, 90399))
         self.assertEqual(dup["code"], 400)
         self.assertTrue(dup["msg"])
@@ -352,7 +357,7 @@ class TestFlow(StandInTestCase):
                                        versionMetadata="null")
             self.assertEqual(status, 200, (v, r))
         # 1.0.0+other has the precedence of 1.0.0+build.5: it exists
-        status, _, r = self.upsert(exp, "semver", version="1.0.0+other")
+        status, _, r = self.upsert(self.new_experiment(), "semver", version="1.0.0+other")
         self.assertEqual((status, r["sdk_error_code"]), (400, 90399))
         status, _, r = self.upsert(exp, "semver")
         self.assertEqual((r["currentVersion"], r["previousVersion"]),
