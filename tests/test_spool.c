@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testutil.h"
 #include "ferry.h"
 #include "job.h"
 #include "log.h"
@@ -28,31 +29,6 @@ static char tmpdir[] = "/tmp/ferry-test-spool-XXXXXX";
 static char spooldir[600];
 
 /* ---- helpers -------------------------------------------------------------- */
-
-static int count_fds(void)
-{
-        DIR *d = opendir("/proc/self/fd");
-        struct dirent *de;
-        int n = 0;
-
-        if (d == NULL)
-                return -1;
-        while ((de = readdir(d)) != NULL)
-                if (de->d_name[0] != '.')
-                        n++;
-        closedir(d);
-        return n;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-        return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static const char *tmp_path(const char *name)
 {

@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 
 #include "check.h"
+#include "testutil.h"
 #include "ferry.h"
 #include "job.h"
 #include "log.h"
@@ -35,31 +36,6 @@ extern const char schema_sql[]; /* generated from daemon/schema.sql */
 static char tmpdir[] = "/tmp/ferry-test-store-XXXXXX";
 
 /* ---- helpers -------------------------------------------------------------- */
-
-static int count_fds(void)
-{
-        DIR *d = opendir("/proc/self/fd");
-        struct dirent *de;
-        int n = 0;
-
-        if (d == NULL)
-                return -1;
-        while ((de = readdir(d)) != NULL)
-                if (de->d_name[0] != '.')
-                        n++;
-        closedir(d);
-        return n;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-        return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static const char *tmp_path(const char *name)
 {
