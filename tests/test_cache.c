@@ -31,28 +31,6 @@ static char cachedir[600];
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static int exists(const char *path)
-{
-        struct stat st;
-
-        return lstat(path, &st) == 0;
-}
-
-static int count_entries(const char *dir)
-{
-        DIR *d = opendir(dir);
-        struct dirent *de;
-        int n = 0;
-
-        if (d == NULL)
-                return -1;
-        while ((de = readdir(d)) != NULL)
-                if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-                        n++;
-        closedir(d);
-        return n;
-}
-
 static void sha256_hex(const void *data, size_t len, char out[65])
 {
         unsigned char md[EVP_MAX_MD_SIZE];

@@ -67,29 +67,6 @@ static ssize_t read_file(const char *path, char *buf, size_t cap)
         return (ssize_t)off;
 }
 
-/* Entries of a directory that are not "." or "..". */
-static int count_entries(const char *dir)
-{
-        DIR *d = opendir(dir);
-        struct dirent *de;
-        int n = 0;
-
-        if (d == NULL)
-                return -1;
-        while ((de = readdir(d)) != NULL)
-                if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-                        n++;
-        closedir(d);
-        return n;
-}
-
-static int exists(const char *path)
-{
-        struct stat st;
-
-        return lstat(path, &st) == 0;
-}
-
 static void set_age(const char *path, time_t seconds_ago)
 {
         struct timespec ts[2];
