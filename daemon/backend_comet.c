@@ -46,6 +46,7 @@
 #define COMET_URL_MAX 4096
 
 struct comet_delivery;
+struct comet_fetch;
 
 struct comet_backend {
         struct backend base;
@@ -54,6 +55,7 @@ struct comet_backend {
         char rest[1024];      /* https://host/api/rest/v2/ */
         char clientlib[1024]; /* https://host/clientlib/ */
         struct comet_delivery *deliveries;
+        struct comet_fetch *fetches; /* downloads in flight, coalesced by cache key */
 };
 
 enum comet_step { STEP_REGISTER, STEP_UPSERT, STEP_ASSETS, STEP_CLOSE };
@@ -957,14 +959,12 @@ struct comet_fetch {
         struct comet_fetch *next;
 };
 
-static struct comet_fetch *comet_fetches; /* transfers in flight, coalesced by key */
-
 static void comet_fetch_end(struct comet_fetch *f)
 {
         struct comet_fetch **pp;
         struct comet_fetch_waiter *w, *next;
 
-        for (pp = &comet_fetches; *pp != NULL; pp = &(*pp)->next) {
+        for (pp = &f->cb->fetches; *pp != NULL; pp = &(*pp)->next) {
                 if (*pp == f) {
                         *pp = f->next;
                         break;
@@ -1050,7 +1050,7 @@ static void comet_fetch(struct backend *be, const cJSON *asset, backend_fetch_cb
                 cb_fn(data, 0, NULL, path);
                 return;
         }
-        for (f = comet_fetches; f != NULL; f = f->next) {
+        for (f = cb->fetches; f != NULL; f = f->next) {
                 if (strcmp(f->key, key) == 0) { /* join the transfer in flight */
                         w->next = f->waiters;
                         f->waiters = w;
@@ -1079,8 +1079,8 @@ static void comet_fetch(struct backend *be, const cJSON *asset, backend_fetch_cb
                 cb_fn(data, FERRY_ENOMEM, "cannot start the download", NULL);
                 return;
         }
-        f->next = comet_fetches;
-        comet_fetches = f;
+        f->next = cb->fetches;
+        cb->fetches = f;
 }
 
 static const struct backend_ops comet_ops = {
