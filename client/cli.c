@@ -726,6 +726,11 @@ static void print_status(const cJSON *st)
                        fmt_bytes(a, sizeof(a), (double)jint(st, "spool_bytes", 0)));
         if (last != NULL)
                 printf("last error  %s\n", last);
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(st, "warnings"))
+        {
+                if (cJSON_IsString(it))
+                        printf("warning     %s\n", it->valuestring);
+        }
         if (cJSON_GetArraySize(errors) == 0)
                 return;
         printf("failed items (newest first):\n");
@@ -1083,6 +1088,49 @@ static int cmd_pause(const struct command *cmd, struct cli *cli, int argc, char 
                         printf("queue paused: nothing new is delivered until `ferry resume`\n");
                 else
                         printf("queue resumed\n");
+                cJSON_Delete(rep);
+                status = 0;
+        }
+        ferry_free(reply);
+        ferry_close(c);
+        return status;
+}
+
+static int cmd_recover(const struct command *cmd, struct cli *cli, int argc, char **argv)
+{
+        struct ferry_client *c = NULL;
+        bool json = false;
+        char *reply = NULL;
+        cJSON *rep;
+        int rc, status = EXIT_FAIL;
+
+        if (json_only_options(cmd, argc, argv, &json, &status) != 0)
+                return status;
+        if (optind < argc)
+                return usage(cmd, "unexpected argument \"%s\"", argv[optind]);
+        if (cli_connect(cli, &c) != 0)
+                return EXIT_FAIL;
+        rc = ferry_call(c, "recover", NULL, 0, &reply);
+        if (rc != 0) {
+                fail_client(c, rc);
+        } else if ((rep = parse_reply(reply)) != NULL) {
+                if (json) {
+                        print_json(rep);
+                } else {
+                        printf("re-queued %lld versions (%lld files) from quarantine\n",
+                               jint(rep, "versions", 0), jint(rep, "files", 0));
+                        if (jint(rep, "partial", 0) > 0)
+                                printf("%lld of them lack some metadata or files their manifests "
+                                       "name\n",
+                                       jint(rep, "partial", 0));
+                        if (jint(rep, "skipped", 0) > 0)
+                                printf("%lld versions were skipped (their version is queued "
+                                       "already, or their manifest is unreadable)\n",
+                                       jint(rep, "skipped", 0));
+                        if (jint(rep, "orphans", 0) > 0)
+                                printf("%lld files carry no manifest and stay in quarantine\n",
+                                       jint(rep, "orphans", 0));
+                }
                 cJSON_Delete(rep);
                 status = 0;
         }
@@ -1636,6 +1684,9 @@ static const struct command commands[] = {
      "  --json              print the reply as JSON\n"},
     {"retry", cmd_retry, "ID|--all [--json]", "requeue a failed item, or all of them",
      "  --all               requeue every failed item\n"
+     "  --json              print the reply as JSON\n"},
+    {"recover", cmd_recover, "[--json]",
+     "re-queue the versions whose snapshots ferryd put in quarantine",
      "  --json              print the reply as JSON\n"},
     {"pause", cmd_pause, "[--json]",
      "hold deliveries until `ferry resume`; logging and downloads keep working",

@@ -606,6 +606,27 @@ const char *ferry_backend_name(const struct ferry_client *client)
         return client ? client->backend : "";
 }
 
+int ferry_is_connected(struct ferry_client *client)
+{
+        struct pollfd p;
+        char byte;
+
+        if (client == NULL || client->fd < 0)
+                return 0;
+        p.fd = client->fd;
+        p.events = POLLIN;
+        p.revents = 0;
+        if (poll(&p, 1, 0) < 0)
+                return 0;
+        if (p.revents & (POLLERR | POLLNVAL))
+                return 0;
+        /* Readable with nothing pending means the end of the stream: ferryd went away. */
+        if ((p.revents & (POLLIN | POLLHUP)) &&
+            recv(client->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+                return 0;
+        return 1;
+}
+
 void ferry_set_timeout(struct ferry_client *client, int timeout_ms)
 {
         if (client != NULL)

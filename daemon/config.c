@@ -191,6 +191,16 @@ static int config_set(struct config *cfg, const char *key, const char *v)
                 return parse_int(v, 1, 3600, &cfg->connect_timeout_s);
         } else if (!strcmp(key, "low_speed_time_s")) {
                 return parse_int(v, 1, 86400, &cfg->low_speed_time_s);
+        } else if (!strcmp(key, "low_speed_limit")) {
+                return parse_int(v, 1, 1LL << 30, &cfg->low_speed_limit);
+        } else if (!strcmp(key, "deadline_base_s")) {
+                return parse_int(v, 1, 7 * 86400, &cfg->deadline_base_s);
+        } else if (!strcmp(key, "min_rate_bps")) {
+                return parse_int(v, 1, 1LL << 30, &cfg->min_rate_bps);
+        } else if (!strcmp(key, "retry_after_cap_ms")) {
+                return parse_int(v, 1, 86400000, &cfg->retry_after_cap_ms);
+        } else if (!strcmp(key, "stop_grace_ms")) {
+                return parse_int(v, 0, 3600000, &cfg->stop_grace_ms);
         } else {
                 return 1;
         }
@@ -283,7 +293,12 @@ static void config_defaults(struct config *cfg)
         cfg->max_clients = 1000;
         cfg->verify_tls = true;
         cfg->connect_timeout_s = 10;
-        cfg->low_speed_time_s = 120;
+        cfg->low_speed_limit = 1024;
+        cfg->low_speed_time_s = 60;
+        cfg->deadline_base_s = 600;
+        cfg->min_rate_bps = 32768;
+        cfg->retry_after_cap_ms = 600000;
+        cfg->stop_grace_ms = 10000;
 }
 
 /* The environment: FERRY_* for ferryd, COMET_* exactly as Comet's SDK reads them. */
@@ -303,6 +318,13 @@ static int config_read_env(struct config *cfg, char *err, size_t errlen)
             {"FERRY_ALLOW_GROUP", "allow_group"},
             {"FERRY_VERIFY_TLS", "verify_tls"},
             {"FERRY_CA_FILE", "ca_file"},
+            {"FERRY_CONNECT_TIMEOUT_S", "connect_timeout_s"},
+            {"FERRY_LOW_SPEED_LIMIT", "low_speed_limit"},
+            {"FERRY_LOW_SPEED_TIME_S", "low_speed_time_s"},
+            {"FERRY_DEADLINE_BASE_S", "deadline_base_s"},
+            {"FERRY_MIN_RATE_BPS", "min_rate_bps"},
+            {"FERRY_RETRY_AFTER_CAP_MS", "retry_after_cap_ms"},
+            {"FERRY_STOP_GRACE_MS", "stop_grace_ms"},
             {"COMET_API_KEY", "api_key"},
             {"COMET_URL_OVERRIDE", "url_override"},
             {"COMET_WORKSPACE", "workspace"},

@@ -31,7 +31,12 @@ struct config {
         bool verify_tls;
         char ca_file[PATH_MAX];
         int64_t connect_timeout_s;
-        int64_t low_speed_time_s;
+        int64_t low_speed_limit;    /* bytes/s below which a transfer ... */
+        int64_t low_speed_time_s;   /* ... is cut after this long */
+        int64_t deadline_base_s;    /* every transfer ends within this ... */
+        int64_t min_rate_bps;       /* ... plus its size at this rate */
+        int64_t retry_after_cap_ms; /* the longest Retry-After obeyed */
+        int64_t stop_grace_ms;      /* SIGTERM: how long running transfers may finish */
 };
 
 /*

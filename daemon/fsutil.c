@@ -62,14 +62,14 @@ static int open_parent(int dirfd, char *path, char **leaf, char *err, size_t err
         return fd;
 }
 
-int fsutil_place_file(int dirfd, const char *dir, const char *logical_path, const char *src,
+int fsutil_place_file(int dirfd, const char *dir, const char *logical_path, int in,
                       const char *src_sha, enum fsutil_overwrite mode, enum fsutil_action *action,
                       char *err, size_t errlen)
 {
         char *path = strdup(logical_path), *leaf;
         char tmp[96], rnd[17], have[65], want[65];
         struct stat st;
-        int pfd = -1, in = -1, out = -1, rc = 0;
+        int pfd = -1, out = -1, rc = 0;
 
         if (path == NULL)
                 return FERRY_ENOMEM;
@@ -99,7 +99,8 @@ int fsutil_place_file(int dirfd, const char *dir, const char *logical_path, cons
                         int fd = openat(pfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 
                         if (fd < 0 || util_sha256_fd(fd, have) != 0 ||
-                            (src_sha == NULL && util_sha256_file(src, want) != 0)) {
+                            (src_sha == NULL &&
+                             (lseek(in, 0, SEEK_SET) != 0 || util_sha256_fd(in, want) != 0))) {
                                 if (fd >= 0)
                                         close(fd);
                                 snprintf(err, errlen, "cannot compare %s/%s", dir, logical_path);
@@ -124,13 +125,6 @@ int fsutil_place_file(int dirfd, const char *dir, const char *logical_path, cons
                 goto out;
         }
         snprintf(tmp, sizeof(tmp), ".ferry-tmp-%s", rnd);
-        in = open(src, O_RDONLY | O_CLOEXEC);
-        if (in < 0) {
-                snprintf(err, errlen, "cannot read the content of %s: %s", logical_path,
-                         strerror(errno));
-                rc = errno == ENOENT ? FERRY_ENOTFOUND : FERRY_EIO;
-                goto out;
-        }
         out = openat(pfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (out < 0) {
                 snprintf(err, errlen, "cannot write %s/%s: %s", dir, logical_path, strerror(errno));
@@ -155,8 +149,6 @@ int fsutil_place_file(int dirfd, const char *dir, const char *logical_path, cons
         fsync(pfd);
         *action = FSUTIL_WRITTEN;
 out:
-        if (in >= 0)
-                close(in);
         if (out >= 0)
                 close(out);
         if (pfd >= 0)

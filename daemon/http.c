@@ -24,6 +24,7 @@
 #include <strings.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,12 +56,14 @@ struct http_request {
         size_t body_len;
         curl_mime *mime; /* owned multipart body, or NULL */
 
-        char *out_path; /* owned; a 2xx body goes there */
-        int out_fd;     /* -1 until the first 2xx body byte */
-        int out_errno;  /* why writing out_path failed */
-        int too_large;  /* a 2xx body exceeded max_body */
-        int no_memory;  /* growing the body buffer failed */
-        int sock_errno; /* pending socket error seen with a poll error */
+        char *out_path;       /* owned; a 2xx body goes there */
+        int out_fd;           /* -1 until the first 2xx body byte */
+        int out_errno;        /* why writing out_path failed */
+        int too_large;        /* a 2xx body exceeded max_body */
+        int64_t body_bytes;   /* size of the body sent (memory body and parts) */
+        int64_t expect_bytes; /* http_request_set_expected_size(), or -1 */
+        int no_memory;        /* growing the body buffer failed */
+        int sock_errno;       /* pending socket error seen with a poll error */
 
         size_t body_cap;    /* capacity of resp.body; 0 while it points to empty_body */
         curl_off_t ul_seen; /* upload progress already added to the engine's total */
@@ -125,8 +128,10 @@ void http_config_defaults(struct http_config *cfg)
         memset(cfg, 0, sizeof(*cfg));
         cfg->max_transfers = 16;
         cfg->connect_timeout_s = 10;
-        cfg->low_speed_limit = 1;
+        cfg->low_speed_limit = 1024;
         cfg->low_speed_time_s = 60;
+        cfg->deadline_base_s = 600;
+        cfg->min_rate_bps = 32768;
         cfg->verify_tls = 1;
         cfg->ca_file = NULL;
         cfg->max_body = 1024 * 1024;
@@ -432,6 +437,7 @@ static size_t http_write_memory(struct http_request *req, const char *ptr, size_
                         return 0;
                 }
                 keep = max - resp->body_len;
+                resp->body_cut = 1;
         }
         if (resp->body_len + keep + 1 > req->body_cap) {
                 cap = req->body_cap ? req->body_cap : HTTP_BODY_INITIAL;
@@ -450,7 +456,8 @@ static size_t http_write_memory(struct http_request *req, const char *ptr, size_
         memcpy(resp->body + resp->body_len, ptr, keep);
         resp->body_len += keep;
         resp->body[resp->body_len] = '\0';
-        return n;
+        /* An error body that never ends must not hold the slot: end the transfer here. */
+        return resp->body_cut ? 0 : n;
 }
 
 /* CURLOPT_WRITEFUNCTION: a 2xx body goes to the output file if any, the rest to memory. */
@@ -488,6 +495,7 @@ struct http_request *http_request_new(const char *method, const char *url)
         if (req == NULL)
                 return NULL;
         req->out_fd = -1;
+        req->expect_bytes = -1;
         req->resp.retry_after_s = -1;
         req->resp.body = empty_body;
         req->method = strdup(method);
@@ -588,6 +596,7 @@ int http_request_set_body(struct http_request *req, const char *content_type, co
         }
         req->body = copy;
         req->body_len = len;
+        req->body_bytes += (int64_t)len;
         return 0;
 }
 
@@ -628,8 +637,11 @@ int http_request_add_part_file(struct http_request *req, const char *name, const
 
         if (req->state != HTTP_STATE_NEW || req->body != NULL || name == NULL || path == NULL)
                 return FERRY_EINVAL;
-        if (access(path, R_OK) != 0)
+        struct stat st;
+
+        if (access(path, R_OK) != 0 || stat(path, &st) != 0)
                 return errno == ENOENT ? FERRY_ENOTFOUND : FERRY_EIO;
+        req->body_bytes += st.st_size;
         part = http_request_new_part(req, name);
         if (part == NULL)
                 return FERRY_ENOMEM;
@@ -641,6 +653,91 @@ int http_request_add_part_file(struct http_request *req, const char *name, const
         if (curl_mime_type(part, "application/octet-stream") != CURLE_OK)
                 return FERRY_ENOMEM;
         return 0;
+}
+
+/* A part streamed from a descriptor: curl's read, seek and free callbacks. */
+struct http_fd_part {
+        int fd;
+        int64_t size;
+        int64_t off;
+};
+
+static size_t http_fd_read_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+        struct http_fd_part *p = arg;
+        size_t want = size * nitems;
+        ssize_t r;
+
+        if ((int64_t)want > p->size - p->off)
+                want = (size_t)(p->size - p->off);
+        if (want == 0)
+                return 0;
+        do {
+                r = pread(p->fd, buf, want, p->off);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0)
+                return CURL_READFUNC_ABORT;
+        if (r == 0)
+                return CURL_READFUNC_ABORT; /* the file shrank: never send a short body */
+        p->off += r;
+        return (size_t)r;
+}
+
+static int http_fd_seek_cb(void *arg, curl_off_t offset, int origin)
+{
+        struct http_fd_part *p = arg;
+
+        if (origin != SEEK_SET || offset < 0 || offset > p->size)
+                return CURL_SEEKFUNC_FAIL;
+        p->off = offset;
+        return CURL_SEEKFUNC_OK;
+}
+
+static void http_fd_free_cb(void *arg)
+{
+        struct http_fd_part *p = arg;
+
+        close(p->fd);
+        free(p);
+}
+
+int http_request_add_part_fd(struct http_request *req, const char *name, int fd, int64_t size,
+                             const char *filename)
+{
+        struct http_fd_part *p;
+        curl_mimepart *part;
+
+        if (req->state != HTTP_STATE_NEW || req->body != NULL || name == NULL || fd < 0 ||
+            size < 0) {
+                if (fd >= 0)
+                        close(fd);
+                return FERRY_EINVAL;
+        }
+        p = calloc(1, sizeof(*p));
+        part = p ? http_request_new_part(req, name) : NULL;
+        if (part == NULL) {
+                free(p);
+                close(fd);
+                return FERRY_ENOMEM;
+        }
+        p->fd = fd;
+        p->size = size;
+        if (curl_mime_data_cb(part, (curl_off_t)size, http_fd_read_cb, http_fd_seek_cb,
+                              http_fd_free_cb, p) != CURLE_OK) {
+                http_fd_free_cb(p);
+                return FERRY_ENOMEM;
+        }
+        req->body_bytes += size;
+        if (filename != NULL && curl_mime_filename(part, filename) != CURLE_OK)
+                return FERRY_ENOMEM;
+        if (curl_mime_type(part, "application/octet-stream") != CURLE_OK)
+                return FERRY_ENOMEM;
+        return 0;
+}
+
+void http_request_set_expected_size(struct http_request *req, int64_t bytes)
+{
+        req->expect_bytes = bytes;
 }
 
 int http_request_set_output_file(struct http_request *req, const char *path)
@@ -687,6 +784,15 @@ static int http_request_setup(struct http_engine *engine, struct http_request *r
                         curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, cfg->connect_timeout_s));
         http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, cfg->low_speed_limit));
         http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, cfg->low_speed_time_s));
+        {
+                int64_t bytes = req->expect_bytes >= 0 ? req->expect_bytes : req->body_bytes;
+                int64_t ms = (int64_t)cfg->deadline_base_s * 1000;
+
+                if (cfg->min_rate_bps > 0)
+                        ms += bytes / cfg->min_rate_bps * 1000;
+                if (ms > 0)
+                        http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)ms));
+        }
         http_keep_first(&rc,
                         curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, cfg->verify_tls ? 1L : 0L));
         http_keep_first(&rc,
@@ -758,16 +864,15 @@ static void http_request_set_failure(struct http_request *req, CURLcode result)
                 resp->unreachable = 1;
                 break;
         case CURLE_OPERATION_TIMEDOUT:
-                /* Nothing sent: the connection was never made. */
+                /* Unreachable only when no connection was ever made; else the transfer was slow. */
                 resp->err = FERRY_ETIMEDOUT;
-                resp->unreachable = request_size == 0 && resp->status == 0;
+                resp->unreachable = !resp->connected;
                 break;
         case CURLE_GOT_NOTHING:
         case CURLE_SEND_ERROR:
         case CURLE_RECV_ERROR:
-                /* Empty reply or reset before any response: treat as unreachable. */
+                /* The server took the connection and dropped it: a failure of this request. */
                 resp->err = FERRY_EIO;
-                resp->unreachable = resp->status == 0;
                 break;
         case CURLE_PARTIAL_FILE:
         case CURLE_HTTP2:
@@ -778,6 +883,12 @@ static void http_request_set_failure(struct http_request *req, CURLcode result)
                 resp->err = FERRY_EIO;
                 break;
         case CURLE_WRITE_ERROR:
+                if (resp->body_cut) {
+                        /* An error status whose body we cut short: the status speaks. */
+                        resp->err = 0;
+                        http_response_set_error(resp, "server replied HTTP %ld", resp->status);
+                        return;
+                }
                 if (req->too_large) {
                         resp->err = FERRY_ETOOBIG;
                         http_response_set_error(resp, "response body larger than %zu bytes",
@@ -827,6 +938,22 @@ static void http_request_close_output(struct http_request *req, int success)
         req->out_fd = -1;
 }
 
+/* Whether a connection was made, and the response's content type. */
+static void http_request_note_connection(struct http_request *req)
+{
+        curl_off_t connect_us = 0;
+        long status = 0, request_size = 0;
+        char *ctype = NULL;
+
+        /* A reused connection has no connect time: the request's bytes sent tell it was used. */
+        curl_easy_getinfo(req->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+        curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(req->easy, CURLINFO_REQUEST_SIZE, &request_size);
+        req->resp.connected = connect_us > 0 || status > 0 || request_size > 0;
+        if (curl_easy_getinfo(req->easy, CURLINFO_CONTENT_TYPE, &ctype) == CURLE_OK && ctype)
+                snprintf(req->resp.content_type, sizeof(req->resp.content_type), "%s", ctype);
+}
+
 /* Move a finished or cancelled request to the done list; engine-side state only. */
 static void http_request_retire(struct http_request *req)
 {
@@ -849,6 +976,7 @@ static void http_request_complete(struct http_request *req, CURLcode result)
         curl_easy_getinfo(req->easy, CURLINFO_SIZE_UPLOAD_T, &ul);
         curl_easy_getinfo(req->easy, CURLINFO_SIZE_DOWNLOAD_T, &dl);
         http_request_count_progress(req, dl, ul);
+        http_request_note_connection(req);
         curl_multi_remove_handle(engine->multi, req->easy);
         TAILQ_REMOVE(&engine->running, req, entry);
         engine->n_running--;

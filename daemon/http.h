@@ -24,22 +24,28 @@
 struct http_config {
         int max_transfers;      /* transfers running at once (16) */
         long connect_timeout_s; /* per connection attempt (10) */
-        long low_speed_limit;   /* abort below this many bytes/s ... (1) */
-        long low_speed_time_s;  /* ... sustained for this long (60); no total timeout */
+        long low_speed_limit;   /* abort below this many bytes/s ... (1024) */
+        long low_speed_time_s;  /* ... sustained for this long (60) */
+        long deadline_base_s;   /* every transfer ends within this (600) ... */
+        long min_rate_bps;      /* ... plus its known size at this rate (32768) */
         int verify_tls;         /* verify peer and host name (1) */
         const char *ca_file;    /* CA bundle instead of the system's (NULL); copied */
         size_t max_body;        /* cap on a response body kept in memory (1 MiB) */
 };
 
 struct http_response {
-        long status;        /* final HTTP status; 0 when no response arrived */
-        int err;            /* 0, or why the transfer failed, see http_classify() */
-        int unreachable;    /* the server could not be reached at all: go offline */
-        int cancelled;      /* stopped by http_engine_cancel() or http_engine_close() */
-        long retry_after_s; /* Retry-After of the final response in seconds, -1 if none */
-        char *body;         /* NUL-terminated, never NULL; "" for a 2xx sent to a file.
-                               A non-2xx body over max_body is truncated. */
+        long status;            /* final HTTP status; 0 when no response arrived */
+        int err;                /* 0, or why the transfer failed, see http_classify() */
+        int unreachable;        /* the server could not be reached at all (resolve or connect) */
+        int cancelled;          /* stopped by http_engine_cancel() or http_engine_close() */
+        int connected;          /* a connection to the server was made */
+        long retry_after_s;     /* Retry-After of the final response in seconds, -1 if none */
+        char content_type[128]; /* of the final response, "" if none */
+        char *body;             /* NUL-terminated, never NULL; "" for a 2xx sent to a file.
+                                   A non-2xx body over max_body is cut there and the transfer
+                                   ended: a body that never ends cannot hold a slot. */
         size_t body_len;
+        int body_cut;    /* the body was cut at max_body */
         char error[256]; /* one sentence when err != 0 or status is not 2xx, else "" */
 };
 
@@ -100,6 +106,18 @@ int http_request_add_part_string(struct http_request *req, const char *name, con
 /* filename NULL: the path's base name. FERRY_ENOTFOUND / FERRY_EIO if unreadable now. */
 int http_request_add_part_file(struct http_request *req, const char *name, const char *path,
                                const char *filename);
+/*
+ * A file part read from the open descriptor `fd` (the request takes it over,
+ * also on failure): `size` bytes from offset 0, sent as `filename`.
+ */
+int http_request_add_part_fd(struct http_request *req, const char *name, int fd, int64_t size,
+                             const char *filename);
+/*
+ * Bytes the transfer is expected to move (body sent or received): its
+ * deadline becomes deadline_base_s + bytes / min_rate_bps. Without it the
+ * deadline is deadline_base_s plus the size of the body parts.
+ */
+void http_request_set_expected_size(struct http_request *req, int64_t bytes);
 /*
  * Write a 2xx response body to path (created or truncated, mode 0666 & ~umask)
  * instead of memory; other statuses stay in memory and leave path untouched.

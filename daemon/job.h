@@ -21,6 +21,7 @@ struct job_asset {
 
 struct job {
         int64_t id;
+        char *token;           /* random id of the version (spool manifests, registry origin) */
         char *experiment;      /* experiment key */
         char *experiment_name; /* display name, or NULL */
         bool experiment_registered;
@@ -34,8 +35,10 @@ struct job {
         char *assigned_version;  /* version the backend assigned, else NULL */
         int64_t bytes;
         int64_t created_ms;
+        int64_t next_attempt_ms;
         size_t nassets;
         struct job_asset *assets; /* nassets entries, owned */
+        void *delivery;           /* the backend's state while it delivers the job */
         struct job *next;         /* scheduler's list of running jobs */
 };
 

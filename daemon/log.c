@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "proto.h"
+
 static enum log_level log_level = LOG_LEVEL_INFO;
 
 void log_set_level(enum log_level level)
@@ -33,7 +35,7 @@ void log_set_level_from_env(void)
 void log_msg(enum log_level level, const char *fmt, ...)
 {
         static const char *const names[] = {"error", "warn", "info", "debug"};
-        char line[2048];
+        char line[2048], clean[4096];
         struct timespec ts;
         struct tm tm;
         va_list ap;
@@ -45,7 +47,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(line, sizeof(line), fmt, ap);
         va_end(ap);
+        /* Text from peers (names, servers' messages) can forge lines or move terminals. */
+        proto_sanitize(clean, sizeof(clean), line, strlen(line));
         fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ferryd %s: %s\n", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-                names[level], line);
+                names[level], clean);
 }

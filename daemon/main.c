@@ -1,4 +1,4 @@
-/* main.c — ferryd: parse flags, open the store, spool and backend, serve the socket. */
+/* main.c — ferryd: parse flags, open the queue, check the spool, serve the socket, stop cleanly. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -17,11 +18,17 @@
 #include "daemon.h"
 #include "ferry.h"
 #include "log.h"
+#include "recovery.h"
 #include "scheduler.h"
 #include "server.h"
 #include "spool.h"
 #include "store.h"
 #include "util.h"
+#include "writer.h"
+
+#define PRUNE_INTERVAL_MS (3600 * 1000)
+#define PRUNE_BATCH 1000
+#define HISTORY_MS (30LL * 24 * 3600 * 1000)
 
 static const char usage[] =
     "usage: ferryd [--foreground] [--socket PATH] [--state-dir DIR] [--config FILE]\n"
@@ -38,22 +45,130 @@ static const char usage[] =
 
 static struct daemon daemon_state;
 static uv_signal_t sig_term, sig_int;
+static uv_timer_t prune_timer, drain_timer;
+static bool scheduler_stopped;
 
-static void daemon_closed_cb(void *data)
+/* ---- history ---- */
+
+struct prune_op {
+        struct writer_op op;
+        int64_t before;
+        int removed;
+};
+
+static int prune_run(struct store *st, struct writer_op *op)
 {
-        struct daemon *d = data;
+        struct prune_op *p = (struct prune_op *)op;
+        int n = store_prune_done(st, p->before, PRUNE_BATCH);
 
-        if (d->backend)
-                d->backend->ops->close(d->backend);
-        d->backend = NULL;
+        if (n < 0)
+                return n;
+        p->removed = n;
+        return 0;
+}
+
+static void prune_start(struct daemon *d);
+
+static void prune_done(struct writer_op *op, int rc)
+{
+        struct prune_op *p = (struct prune_op *)op;
+        struct daemon *d = &daemon_state;
+        bool more = rc == 0 && p->removed == PRUNE_BATCH;
+
+        if (p->removed > 0)
+                log_debug("forgot %d delivered versions older than 30 days", p->removed);
+        free(p);
+        /* A long history goes in bounded batches, so that logs never wait behind it. */
+        if (more && !d->stopping)
+                prune_start(d);
+}
+
+static void prune_start(struct daemon *d)
+{
+        struct prune_op *p = calloc(1, sizeof(*p));
+
+        if (p == NULL)
+                return;
+        p->op.run = prune_run;
+        p->op.done = prune_done;
+        p->before = util_now_ms() - HISTORY_MS;
+        writer_submit(d->writer, &p->op);
+}
+
+static void prune_timer_cb(uv_timer_t *t)
+{
+        prune_start(t->data);
+}
+
+/* ---- stopping ---- */
+
+static void daemon_close_cb(uv_handle_t *h)
+{
+}
+
+static void daemon_free_all(struct daemon *d)
+{
+        scheduler_free(d->scheduler);
+        d->scheduler = NULL;
         spool_close(d->spool);
         d->spool = NULL;
         cache_close(d->cache);
         d->cache = NULL;
         store_close(d->store);
         d->store = NULL;
-        uv_close((uv_handle_t *)&sig_term, NULL);
-        uv_close((uv_handle_t *)&sig_int, NULL);
+        uv_close((uv_handle_t *)&sig_term, daemon_close_cb);
+        uv_close((uv_handle_t *)&sig_int, daemon_close_cb);
+        uv_close((uv_handle_t *)&prune_timer, daemon_close_cb);
+        uv_close((uv_handle_t *)&drain_timer, daemon_close_cb);
+}
+
+/* Spool removals still running: wait for them, then free everything. */
+static void drain_timer_cb(uv_timer_t *t)
+{
+        struct daemon *d = t->data;
+
+        if (spool_busy(d->spool))
+                return;
+        uv_timer_stop(t);
+        daemon_free_all(d);
+}
+
+static void backend_closed_cb(void *data)
+{
+        struct daemon *d = data;
+
+        d->backend = NULL;
+        uv_timer_start(&drain_timer, drain_timer_cb, 0, 10);
+}
+
+static void writer_closed_cb(void *data)
+{
+        struct daemon *d = data;
+
+        d->writer = NULL;
+        d->backend->ops->close(d->backend, backend_closed_cb, d);
+}
+
+/* Once no delivery runs and no log is between its snapshot and its commit. */
+static void daemon_close_writer(struct daemon *d)
+{
+        if (!scheduler_stopped || d->inflight_logs > 0 || d->writer == NULL)
+                return;
+        writer_close(d->writer, writer_closed_cb, d);
+}
+
+static void scheduler_stopped_cb(void *data)
+{
+        scheduler_stopped = true;
+        /* Logs whose snapshots are under way still commit: their files are in the spool. */
+        daemon_close_writer(data);
+}
+
+void daemon_log_finished(struct daemon *d)
+{
+        d->inflight_logs--;
+        if (d->stopping)
+                daemon_close_writer(d);
 }
 
 static void daemon_shutdown(struct daemon *d)
@@ -64,15 +179,16 @@ static void daemon_shutdown(struct daemon *d)
         log_info("shutting down");
         server_stop(d->server);
         d->server = NULL;
-        scheduler_close(d->scheduler, daemon_closed_cb, d);
-        d->scheduler = NULL;
-        d->backend->ops->abort(d->backend);
+        uv_timer_stop(&prune_timer);
+        scheduler_stop(d->scheduler, d->cfg.stop_grace_ms, scheduler_stopped_cb, d);
 }
 
 static void signal_cb(uv_signal_t *h, int signum)
 {
         daemon_shutdown(h->data);
 }
+
+/* ---- starting ---- */
 
 /* Detach from the terminal; logs go to <state>/ferryd.log. */
 static int daemonize(const char *state_dir)
@@ -102,6 +218,82 @@ static int daemonize(const char *state_dir)
         return 0;
 }
 
+/* Move a damaged queue aside (with its WAL and shared memory); never delete it. */
+static int set_aside(const char *db, char *where, size_t len, char *err, size_t errlen)
+{
+        static const char *const suffixes[] = {"", "-wal", "-shm"};
+        char stamp[32], from[4200], to[4300];
+        time_t now = time(NULL);
+        struct tm tm;
+        size_t i;
+
+        gmtime_r(&now, &tm);
+        strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+        snprintf(where, len, "%s.damaged-%s", db, stamp);
+        for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+                snprintf(from, sizeof(from), "%s%s", db, suffixes[i]);
+                snprintf(to, sizeof(to), "%s%s", where, suffixes[i]);
+                if (rename(from, to) != 0 && errno != ENOENT) {
+                        snprintf(err, errlen, "cannot move %s aside: %s", from, strerror(errno));
+                        return -1;
+                }
+        }
+        return 0;
+}
+
+/*
+ * Open the queue, checking it first. A damaged file is moved aside and a
+ * fresh queue started: *trust is then false (the spool is all quarantined).
+ */
+static int open_queue(struct daemon *d, const char *path, bool *trust, char *err, size_t errlen)
+{
+        char where[4400], why[1024];
+        bool damaged = false;
+
+        *trust = true;
+        if (store_open(&d->store, path, true, &damaged, why, sizeof(why)) == 0)
+                return 0;
+        if (!damaged) {
+                snprintf(err, errlen, "%s", why);
+                return -1;
+        }
+        if (set_aside(path, where, sizeof(where), err, errlen) != 0)
+                return -1;
+        snprintf(d->notices.damaged, sizeof(d->notices.damaged),
+                 "%s; it was moved to %s and a new queue started: nothing was deleted, and the "
+                 "spool's snapshots are in quarantine (ferry recover re-queues them)",
+                 why, where);
+        log_error("%s", d->notices.damaged);
+        *trust = false;
+        return store_open(&d->store, path, true, NULL, err, errlen) == 0 ? 0 : -1;
+}
+
+static int check_spool(struct daemon *d, bool trust, char *err, size_t errlen)
+{
+        struct recovery_report rep;
+        int staged;
+
+        if (recovery_reconcile(d->store, d->spool, trust, &rep, err, errlen) != 0)
+                return -1;
+        staged = spool_clean_staging(d->spool);
+        if (rep.removed > 0 || staged > 0)
+                log_info("removed %lld spool files of delivered versions and %d stale staging "
+                         "files",
+                         (long long)rep.removed, staged);
+        if (rep.quarantined > 0) {
+                d->notices.quarantined = rep.quarantined;
+                snprintf(d->notices.quarantine, sizeof(d->notices.quarantine), "%s",
+                         spool_quarantine_folder(d->spool));
+                log_warn("%lld spool files are not in the queue database: moved to %s, not "
+                         "deleted; `ferry recover` re-queues them",
+                         (long long)rep.quarantined, d->notices.quarantine);
+        }
+        log_debug("spool check: %lld kept, %lld removed, %lld quarantined, %lld looked up",
+                  (long long)rep.kept, (long long)rep.removed, (long long)rep.quarantined,
+                  (long long)rep.looked_up);
+        return 0;
+}
+
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
@@ -115,8 +307,10 @@ int main(int argc, char **argv)
         };
         struct daemon *d = &daemon_state;
         const char *socket_flag = NULL, *state_flag = NULL, *config_flag = NULL;
-        bool foreground = false;
-        char err[1024], path[4096];
+        struct scheduler_env senv;
+        struct backend_env benv;
+        bool foreground = false, trust;
+        char err[2048], path[4096], qdir[4096], spooldir[4096];
         struct store_counts counts;
         int c, rc;
 
@@ -158,32 +352,56 @@ int main(int argc, char **argv)
                 snprintf(d->cfg.socket_path, sizeof(d->cfg.socket_path), "%s", socket_flag);
         if (state_flag)
                 snprintf(d->cfg.state_dir, sizeof(d->cfg.state_dir), "%s", state_flag);
+        umask(077);
         if ((rc = util_mkdir_p(d->cfg.state_dir, 0700)) != 0) {
                 fprintf(stderr, "ferryd: cannot create %s: %s\n", d->cfg.state_dir, strerror(-rc));
                 return 1;
         }
+        if (util_check_private_dir(d->cfg.state_dir, err, sizeof(err)) != 0) {
+                fprintf(stderr, "ferryd: %s\n", err);
+                return 1;
+        }
         signal(SIGPIPE, SIG_IGN);
+        /* Snapshots, commits, blob stores and downloads share libuv's pool. */
+        setenv("UV_THREADPOOL_SIZE", "16", 0);
         curl_global_init(CURL_GLOBAL_DEFAULT);
         d->loop = uv_default_loop();
         d->started_ms = util_now_ms();
 
         snprintf(path, sizeof(path), "%s/queue.db", d->cfg.state_dir);
-        if (store_open(&d->store, path, err, sizeof(err)) != 0)
+        if (open_queue(d, path, &trust, err, sizeof(err)) != 0)
                 goto fail;
-        /* Delivered jobs stay listed for 30 days. */
-        store_prune_done(d->store, util_now_ms() - 30LL * 24 * 3600 * 1000);
         store_counts(d->store, &counts);
-        snprintf(path, sizeof(path), "%s/spool", d->cfg.state_dir);
-        if (spool_open(&d->spool, path, d->cfg.spool_budget, counts.bytes_held, err, sizeof(err)) !=
-            0)
+        snprintf(spooldir, sizeof(spooldir), "%s/spool", d->cfg.state_dir);
+        snprintf(qdir, sizeof(qdir), "%s/quarantine", d->cfg.state_dir);
+        if (spool_open(&d->spool, d->loop, spooldir, qdir, d->cfg.spool_budget, counts.bytes_held,
+                       err, sizeof(err)) != 0)
                 goto fail;
-        spool_cleanup(d->spool, d->store);
+        if (writer_open(&d->writer, d->loop, path, spool_sync, d->spool, err, sizeof(err)) != 0)
+                goto fail;
+        if (check_spool(d, trust, err, sizeof(err)) != 0)
+                goto fail;
         snprintf(path, sizeof(path), "%s/cache", d->cfg.state_dir);
         if (cache_open(&d->cache, path, d->cfg.cache_budget, err, sizeof(err)) != 0)
                 goto fail;
+        senv.loop = d->loop;
+        senv.cfg = &d->cfg;
+        senv.store = d->store;
+        senv.writer = d->writer;
+        senv.spool = d->spool;
+        if (scheduler_new(&d->scheduler, &senv) != 0) {
+                snprintf(err, sizeof(err), "out of memory");
+                goto fail;
+        }
+        benv.loop = d->loop;
+        benv.cfg = &d->cfg;
+        benv.spool = d->spool;
+        benv.cache = d->cache;
+        benv.state_dir = d->cfg.state_dir;
+        benv.sink = scheduler_sink(d->scheduler);
         rc = strcmp(d->cfg.backend, "comet") == 0
-                 ? backend_comet_new(&d->backend, d, err, sizeof(err))
-                 : backend_local_new(&d->backend, d, err, sizeof(err));
+                 ? backend_comet_new(&d->backend, &benv, err, sizeof(err))
+                 : backend_local_new(&d->backend, &benv, err, sizeof(err));
         if (rc != 0)
                 goto fail;
         if (server_start(&d->server, d, err, sizeof(err)) != 0)
@@ -196,15 +414,16 @@ int main(int argc, char **argv)
                 snprintf(err, sizeof(err), "cannot reinitialise the event loop after fork");
                 goto fail;
         }
-        if (scheduler_new(&d->scheduler, d) != 0) {
-                snprintf(err, sizeof(err), "out of memory");
-                goto fail;
-        }
         uv_signal_init(d->loop, &sig_term);
         uv_signal_init(d->loop, &sig_int);
         sig_term.data = sig_int.data = d;
         uv_signal_start(&sig_term, signal_cb, SIGTERM);
         uv_signal_start(&sig_int, signal_cb, SIGINT);
+        uv_timer_init(d->loop, &prune_timer);
+        uv_timer_init(d->loop, &drain_timer);
+        prune_timer.data = drain_timer.data = d;
+        uv_timer_start(&prune_timer, prune_timer_cb, 0, PRUNE_INTERVAL_MS);
+        scheduler_start(d->scheduler, d->backend);
         log_info("ferryd %s serving %s (backend %s, state %s, %lld queued)", FERRY_VERSION_STRING,
                  d->cfg.socket_path, d->cfg.backend, d->cfg.state_dir, (long long)counts.queued);
         uv_run(d->loop, UV_RUN_DEFAULT);

@@ -27,6 +27,7 @@
 
 struct lookup {
         struct request *req;
+        struct spool *spool;
         char workspace[PROTO_NAME_MAX + 1];
         char name[PROTO_NAME_MAX + 1];
         char version[PROTO_NAME_MAX + 1]; /* "" when none was given */
@@ -34,13 +35,14 @@ struct lookup {
         char dir[PATH_MAX];
         int dirfd;
         enum fsutil_overwrite mode;
-        cJSON *found; /* the resolved version, owned */
-        cJSON *files; /* result list, owned */
-        int next;     /* index of the next asset to place */
+        cJSON *found;   /* the resolved version, owned */
+        int64_t pinned; /* the queued job whose spool files are pinned, or 0 */
+        cJSON *files;   /* result list, owned */
+        int next;       /* index of the next asset to place */
         int64_t bytes;
         /* the placement in flight */
         uv_work_t work;
-        char *src;
+        int src_fd;
         const char *lp;
         const char *sha;
         enum fsutil_action action;
@@ -52,9 +54,12 @@ static void lookup_free(struct lookup *lk)
 {
         if (lk->dirfd >= 0)
                 close(lk->dirfd);
+        if (lk->src_fd >= 0)
+                close(lk->src_fd);
+        if (lk->pinned > 0)
+                spool_unpin(lk->spool, lk->pinned);
         cJSON_Delete(lk->found);
         cJSON_Delete(lk->files);
-        free(lk->src);
         free(lk);
 }
 
@@ -130,13 +135,17 @@ static cJSON *lookup_pending(struct lookup *lk)
                                 lk->version[0] ? lk->version : NULL);
         if (id == 0 || store_job_load(d->store, id, &job) != 0)
                 return NULL;
+        /* Its files outlive this request, even if the delivery ends meanwhile. */
+        spool_pin(d->spool, id);
+        lk->pinned = id;
         v = cJSON_CreateObject();
         cJSON_AddStringToObject(v, "workspace", job->workspace);
         cJSON_AddStringToObject(v, "project", job->project);
         cJSON_AddStringToObject(v, "name", job->name);
         cJSON_AddStringToObject(v, "type", job->type);
-        if (job->version)
-                cJSON_AddStringToObject(v, "version", job->version);
+        if (job->assigned_version || job->version)
+                cJSON_AddStringToObject(
+                    v, "version", job->assigned_version ? job->assigned_version : job->version);
         else
                 cJSON_AddNullToObject(v, "version");
         cJSON_AddItemToObject(v, "aliases", cJSON_Parse(job->aliases));
@@ -146,14 +155,14 @@ static cJSON *lookup_pending(struct lookup *lk)
                               job->metadata ? cJSON_Parse(job->metadata) : cJSON_CreateNull());
         cJSON_AddNumberToObject(v, "size", (double)job->bytes);
         cJSON_AddStringToObject(v, "experiment", job->experiment);
-        cJSON_AddStringToObject(v, "state", "QUEUED");
+        /* OPEN: the backend numbered it and its uploads are under way; QUEUED: not yet. */
+        cJSON_AddStringToObject(v, "state", job->assigned_version ? "OPEN" : "QUEUED");
         cJSON_AddBoolToObject(v, "uploaded", 0);
         cJSON_AddNumberToObject(v, "job", (double)job->id);
         assets = cJSON_AddArrayToObject(v, "assets");
         for (i = 0; i < job->nassets; i++) {
                 const struct job_asset *a = &job->assets[i];
                 cJSON *o = cJSON_CreateObject();
-                char *path;
 
                 cJSON_AddStringToObject(o, "logical_path", a->logical_path);
                 cJSON_AddNumberToObject(o, "size", (double)a->size);
@@ -164,10 +173,8 @@ static cJSON *lookup_pending(struct lookup *lk)
                         cJSON_AddNullToObject(o, "link");
                 cJSON_AddItemToObject(o, "metadata",
                                       a->metadata ? cJSON_Parse(a->metadata) : cJSON_CreateNull());
-                if (a->spool && (path = spool_path(d->spool, a->spool)) != NULL) {
-                        cJSON_AddStringToObject(o, "_spool", path);
-                        free(path);
-                }
+                if (a->spool)
+                        cJSON_AddStringToObject(o, "_spool", a->spool);
                 cJSON_AddItemToArray(assets, o);
         }
         job_free(job);
@@ -223,7 +230,9 @@ void op_get(struct request *req)
                 return;
         }
         lk->req = req;
+        lk->spool = req->d->spool;
         lk->dirfd = -1;
+        lk->src_fd = -1;
         if (lookup_parse(lk, NULL) != 0) {
                 free(lk);
                 return;
@@ -284,7 +293,7 @@ static void download_place_work_cb(uv_work_t *work)
 {
         struct lookup *lk = work->data;
 
-        lk->rc = fsutil_place_file(lk->dirfd, lk->dir, lk->lp, lk->src, lk->sha, lk->mode,
+        lk->rc = fsutil_place_file(lk->dirfd, lk->dir, lk->lp, lk->src_fd, lk->sha, lk->mode,
                                    &lk->action, lk->err, sizeof(lk->err));
 }
 
@@ -295,8 +304,8 @@ static void download_place_after_cb(uv_work_t *work, int status)
             cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(lk->found, "assets"), lk->next - 1);
         static const char *const names[] = {"written", "kept", "preserved"};
 
-        free(lk->src);
-        lk->src = NULL;
+        close(lk->src_fd);
+        lk->src_fd = -1;
         if (status != 0 || lk->rc != 0) {
                 download_finish(lk, status ? FERRY_EINTERNAL : lk->rc);
                 return;
@@ -308,10 +317,12 @@ static void download_place_after_cb(uv_work_t *work, int status)
         download_next(lk);
 }
 
+static void download_place(struct lookup *lk);
+
 static void download_fetched_cb(void *data, int code, const char *message, const char *path)
 {
         struct lookup *lk = data;
-        int rc;
+        int e;
 
         if (code != 0) {
                 snprintf(lk->err, sizeof(lk->err), "cannot fetch %s: %s", lk->lp,
@@ -319,12 +330,22 @@ static void download_fetched_cb(void *data, int code, const char *message, const
                 download_finish(lk, code);
                 return;
         }
-        lk->src = strdup(path);
-        if (lk->src == NULL) {
-                snprintf(lk->err, sizeof(lk->err), "out of memory");
-                download_finish(lk, FERRY_ENOMEM);
+        lk->src_fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (lk->src_fd < 0) {
+                e = errno;
+                snprintf(lk->err, sizeof(lk->err), "cannot read the content of %s: %s", lk->lp,
+                         strerror(e));
+                download_finish(lk, e == ENOENT ? FERRY_ENOTFOUND : FERRY_EIO);
                 return;
         }
+        download_place(lk);
+}
+
+/* Copy the open source of the current asset into place, on the thread pool. */
+static void download_place(struct lookup *lk)
+{
+        int rc;
+
         lk->work.data = lk;
         rc = uv_queue_work(lk->req->d->loop, &lk->work, download_place_work_cb,
                            download_place_after_cb);
@@ -351,10 +372,20 @@ static void download_next(struct lookup *lk)
                         download_note(lk, a, "skipped", "remote asset: listed, not downloaded");
                         continue;
                 }
-                if (cJSON_IsString(spool)) /* still queued on this node */
-                        download_fetched_cb(lk, 0, NULL, spool->valuestring);
-                else
+                if (cJSON_IsString(spool)) { /* still queued on this node: its pinned snapshot */
+                        lk->src_fd = spool_open_file(lk->req->d->spool, spool->valuestring);
+                        if (lk->src_fd < 0) {
+                                snprintf(lk->err, sizeof(lk->err),
+                                         "cannot read the snapshot of %s: %s", lk->lp,
+                                         strerror(-lk->src_fd));
+                                lk->src_fd = -1;
+                                download_finish(lk, FERRY_EIO);
+                                return;
+                        }
+                        download_place(lk);
+                } else {
                         be->ops->fetch(be, a, download_fetched_cb, lk);
+                }
                 return;
         }
         download_finish(lk, 0);
@@ -384,10 +415,14 @@ static void download_resolved_cb(void *data, int code, const char *message, cJSO
                 if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")))
                         continue;
                 if (lp == NULL || proto_validate_logical_path(lp, why, sizeof(why)) != 0) {
+                        char shown[200];
+
+                        proto_sanitize(shown, sizeof(shown), lp ? lp : "(none)",
+                                       strlen(lp ? lp : "(none)"));
                         snprintf(lk->err, sizeof(lk->err),
-                                 "refusing to download: the backend names a file \"%.200s\" "
+                                 "refusing to download: the backend names a file \"%s\" "
                                  "outside the target directory",
-                                 lp ? lp : "(none)");
+                                 shown);
                         download_finish(lk, FERRY_EUNSAFE);
                         return;
                 }
@@ -420,7 +455,9 @@ void op_download(struct request *req)
                 return;
         }
         lk->req = req;
+        lk->spool = req->d->spool;
         lk->dirfd = -1;
+        lk->src_fd = -1;
         if (lookup_parse(lk, extra) != 0) {
                 lk->req = NULL;
                 cJSON_Delete(lk->files);

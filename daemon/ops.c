@@ -12,11 +12,13 @@
 #include "ferry.h"
 #include "log.h"
 #include "proto.h"
+#include "recovery.h"
 #include "scheduler.h"
 #include "server.h"
 #include "spool.h"
 #include "store.h"
 #include "util.h"
+#include "writer.h"
 
 cJSON *request_ok(struct request *req)
 {
@@ -25,9 +27,23 @@ cJSON *request_ok(struct request *req)
 
 static void request_end(struct request *req)
 {
+        struct client_pending *p = client_pending(req->client);
+
+        if (req->prev)
+                req->prev->next = req->next;
+        else if (p->head == req)
+                p->head = req->next;
+        if (req->next)
+                req->next->prev = req->prev;
+        p->count--;
         client_unref(req->client);
         cJSON_Delete(req->msg);
         free(req);
+}
+
+void request_drop(struct request *req)
+{
+        request_end(req);
 }
 
 void request_reply(struct request *req, cJSON *reply)
@@ -57,6 +73,18 @@ void request_fail(struct request *req, int code, const char *fmt, ...)
         request_end(req);
 }
 
+void ops_client_closed(struct client *client)
+{
+        struct client_pending *p = client_pending(client);
+        struct request *req, *next;
+
+        for (req = p->head; req != NULL; req = next) {
+                next = req->next;
+                if (req->cancel != NULL)
+                        req->cancel(req);
+        }
+}
+
 /* Check the request's fields against `allowed` (id and op are always allowed). */
 static int request_check_keys(struct request *req, const char *const *fields)
 {
@@ -83,13 +111,76 @@ static int request_check_keys(struct request *req, const char *const *fields)
                         return;                                                                    \
         } while (0)
 
+/* A request whose store change goes through the writer; the reply comes once it is durable. */
+struct write_req {
+        struct writer_op op;
+        struct request *req;
+        char *a, *b, *c, *e; /* the op's strings */
+        int64_t n;           /* its number; its result */
+};
+
+static struct write_req *write_req_new(struct request *req,
+                                       int (*run)(struct store *, struct writer_op *),
+                                       void (*done)(struct writer_op *, int))
+{
+        struct write_req *w = calloc(1, sizeof(*w));
+
+        if (w == NULL)
+                return NULL;
+        w->op.run = run;
+        w->op.done = done;
+        w->req = req;
+        return w;
+}
+
+static void write_req_free(struct write_req *w)
+{
+        free(w->a);
+        free(w->b);
+        free(w->c);
+        free(w->e);
+        free(w);
+}
+
+/* ---- experiment.create ---- */
+
+static int experiment_run(struct store *st, struct writer_op *op)
+{
+        struct write_req *w = (struct write_req *)op;
+
+        return store_experiment_insert(st, w->a, w->b, w->c, w->e);
+}
+
+static void experiment_done(struct writer_op *op, int rc)
+{
+        struct write_req *w = (struct write_req *)op;
+        struct request *req = w->req;
+        char *ws = NULL, *proj = NULL;
+        cJSON *rep;
+
+        if (rc != 0 || store_experiment_get(req->d->store, w->a, &ws, &proj) != 0) {
+                request_fail(req, rc ? rc : FERRY_EIO, "cannot record the experiment");
+                write_req_free(w);
+                return;
+        }
+        rep = request_ok(req);
+        if (rep != NULL) {
+                cJSON_AddStringToObject(rep, "key", w->a);
+                cJSON_AddStringToObject(rep, "workspace", ws ? ws : "");
+                cJSON_AddStringToObject(rep, "project", proj ? proj : "");
+        }
+        free(ws);
+        free(proj);
+        request_reply(req, rep);
+        write_req_free(w);
+}
+
 static void op_experiment_create(struct request *req)
 {
         struct daemon *d = req->d;
         const char *ws, *proj, *name, *key;
         char err[PROTO_ERRMSG_MAX], fresh[33];
-        char *have_ws = NULL, *have_proj = NULL;
-        cJSON *rep;
+        struct write_req *w;
 
         CHECK_KEYS(req, "workspace", "project", "name", "key");
         if (proto_get_string(req->msg, "workspace", false, &ws, err, sizeof(err)) ||
@@ -98,6 +189,7 @@ static void op_experiment_create(struct request *req)
             proto_get_string(req->msg, "key", false, &key, err, sizeof(err)) ||
             (ws && proto_validate_name(ws, "workspace", err, sizeof(err))) ||
             (proj && proto_validate_name(proj, "project", err, sizeof(err))) ||
+            (name && proto_validate_name(name, "experiment name", err, sizeof(err))) ||
             (key && proto_validate_experiment_key(key, err, sizeof(err)))) {
                 request_fail(req, FERRY_EINVAL, "%s", err);
                 return;
@@ -109,25 +201,20 @@ static void op_experiment_create(struct request *req)
                 }
                 key = fresh;
         }
-        if (store_experiment_get(d->store, key, &have_ws, &have_proj) != 0) {
-                if (store_experiment_insert(d->store, key, ws ? ws : d->cfg.workspace,
-                                            proj ? proj : d->cfg.project, name) != 0) {
-                        request_fail(req, FERRY_EIO, "cannot record the experiment");
-                        return;
-                }
-                have_ws = strdup(ws ? ws : d->cfg.workspace);
-                have_proj = strdup(proj ? proj : d->cfg.project);
+        w = write_req_new(req, experiment_run, experiment_done);
+        if (w == NULL || (w->a = strdup(key)) == NULL ||
+            (w->b = strdup(ws ? ws : d->cfg.workspace)) == NULL ||
+            (w->c = strdup(proj ? proj : d->cfg.project)) == NULL ||
+            (name && (w->e = strdup(name)) == NULL)) {
+                if (w)
+                        write_req_free(w);
+                request_fail(req, FERRY_ENOMEM, "out of memory");
+                return;
         }
-        rep = request_ok(req);
-        if (rep != NULL) {
-                cJSON_AddStringToObject(rep, "key", key);
-                cJSON_AddStringToObject(rep, "workspace", have_ws ? have_ws : "");
-                cJSON_AddStringToObject(rep, "project", have_proj ? have_proj : "");
-        }
-        free(have_ws);
-        free(have_proj);
-        request_reply(req, rep);
+        writer_submit(d->writer, &w->op);
 }
+
+/* ---- stage ---- */
 
 static void op_stage(struct request *req)
 {
@@ -151,6 +238,30 @@ static void op_stage(struct request *req)
         request_reply(req, rep);
 }
 
+/* ---- status ---- */
+
+static void status_add_warnings(struct daemon *d, cJSON *rep)
+{
+        cJSON *warnings = cJSON_AddArrayToObject(rep, "warnings");
+        char msg[5000];
+
+        if (d->notices.damaged[0])
+                cJSON_AddItemToArray(warnings, cJSON_CreateString(d->notices.damaged));
+        if (d->notices.quarantined > 0) {
+                snprintf(msg, sizeof(msg),
+                         "%lld spool files were not in the queue database at start-up; they were "
+                         "moved to %s, not deleted: `ferry recover` re-queues them",
+                         (long long)d->notices.quarantined, d->notices.quarantine);
+                cJSON_AddItemToArray(warnings, cJSON_CreateString(msg));
+        }
+        if (store_damaged(d->store))
+                cJSON_AddItemToArray(
+                    warnings,
+                    cJSON_CreateString("the queue database reports damage: nothing is deleted "
+                                       "from the spool; restart ferryd to set the damaged file "
+                                       "aside and quarantine the snapshots"));
+}
+
 static void op_status(struct request *req)
 {
         struct daemon *d = req->d;
@@ -160,7 +271,9 @@ static void op_status(struct request *req)
 
         CHECK_KEYS(req, "");
         if (store_counts(d->store, &c) != 0) {
-                request_fail(req, FERRY_EIO, "cannot read the queue");
+                request_fail(req, FERRY_EIO,
+                             "cannot read the queue database (see ferryd's log); nothing is "
+                             "deleted while it cannot be read");
                 return;
         }
         scheduler_status(d->scheduler, &ss);
@@ -180,26 +293,35 @@ static void op_status(struct request *req)
                 cJSON_AddStringToObject(rep, "last_error", ss.last_error);
         else
                 cJSON_AddNullToObject(rep, "last_error");
-        cJSON_AddNumberToObject(rep, "queued", (double)(c.queued - ss.running));
+        cJSON_AddNumberToObject(rep, "queued",
+                                (double)(c.queued > ss.running ? c.queued - ss.running : 0));
         cJSON_AddNumberToObject(rep, "running", ss.running);
         cJSON_AddNumberToObject(rep, "failed", (double)c.failed);
         cJSON_AddNumberToObject(rep, "done", (double)c.done);
+        cJSON_AddNumberToObject(rep, "cancelled", (double)c.cancelled);
         cJSON_AddNumberToObject(rep, "bytes_queued", (double)c.bytes_queued);
         cJSON_AddNumberToObject(rep, "bytes_sent", (double)ss.bytes_sent);
         cJSON_AddNumberToObject(rep, "rate_bps", (double)ss.rate_bps);
         cJSON_AddNumberToObject(rep, "spool_bytes", (double)spool_used(d->spool));
         cJSON_AddNumberToObject(rep, "spool_budget", (double)spool_budget(d->spool));
+        cJSON_AddNumberToObject(rep, "waiters", ss.waiters);
         cJSON_AddItemToObject(rep, "errors", store_errors(d->store, 20));
+        status_add_warnings(d, rep);
         request_reply(req, rep);
 }
 
+/* ---- ls ---- */
+
 static void op_ls(struct request *req)
 {
+        static const char *const states[] = {"active",    "queued", "failed", "done",
+                                             "cancelled", "all",    NULL};
         const char *state;
         char err[PROTO_ERRMSG_MAX];
         int64_t limit;
         bool truncated = false;
         cJSON *rep, *items;
+        size_t i;
 
         CHECK_KEYS(req, "state", "limit");
         if (proto_get_string(req->msg, "state", false, &state, err, sizeof(err)) != 0 ||
@@ -213,10 +335,11 @@ static void op_ls(struct request *req)
         }
         if (state == NULL)
                 state = "active";
-        if (strcmp(state, "active") && strcmp(state, "failed") && strcmp(state, "done") &&
-            strcmp(state, "all") && strcmp(state, "queued")) {
+        for (i = 0; states[i] != NULL && strcmp(states[i], state) != 0; i++)
+                ;
+        if (states[i] == NULL) {
                 request_fail(req, FERRY_EINVAL,
-                             "state must be one of active, queued, failed, done, all");
+                             "state must be one of active, queued, failed, done, cancelled, all");
                 return;
         }
         items = store_list(req->d->store, state, (int)limit, PROTO_FRAME_MAX - 4096, &truncated);
@@ -232,12 +355,43 @@ static void op_ls(struct request *req)
         request_reply(req, rep);
 }
 
+/* ---- wait ---- */
+
+static void wait_done(void *data, bool drained, int64_t pending, int64_t failed)
+{
+        struct request *req = data;
+        cJSON *rep = request_ok(req);
+
+        req->cancel = NULL;
+        if (rep != NULL) {
+                cJSON_AddBoolToObject(rep, "drained", drained);
+                cJSON_AddNumberToObject(rep, "pending", (double)pending);
+                cJSON_AddNumberToObject(rep, "failed", (double)failed);
+        }
+        request_reply(req, rep);
+}
+
+static void wait_cancel(struct request *req)
+{
+        scheduler_wait_cancel(req->d->scheduler, req->cancel_data);
+        request_drop(req);
+}
+
+static int cmp_ids(const void *a, const void *b)
+{
+        int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+        return x < y ? -1 : x > y;
+}
+
 static void op_wait(struct request *req)
 {
         const cJSON *jobs, *it;
-        int64_t timeout;
+        int64_t timeout, *ids = NULL;
         char err[PROTO_ERRMSG_MAX];
-        char *jobs_json = NULL;
+        size_t n = 0;
+        struct scheduler_wait *w;
+        int rc;
 
         CHECK_KEYS(req, "jobs", "timeout_ms");
         if (proto_get_int(req->msg, "timeout_ms", false, -1, &timeout, err, sizeof(err)) != 0) {
@@ -250,32 +404,87 @@ static void op_wait(struct request *req)
                         request_fail(req, FERRY_EINVAL, "field \"jobs\" must be an array of ids");
                         return;
                 }
+                ids = calloc((size_t)cJSON_GetArraySize(jobs) + 1, sizeof(*ids));
+                if (ids == NULL) {
+                        request_fail(req, FERRY_ENOMEM, "out of memory");
+                        return;
+                }
                 cJSON_ArrayForEach(it, jobs)
                 {
                         if (!cJSON_IsNumber(it) || it->valuedouble < 0 ||
+                            it->valuedouble > 9007199254740992.0 ||
                             it->valuedouble != (double)(int64_t)it->valuedouble) {
+                                free(ids);
                                 request_fail(req, FERRY_EINVAL,
                                              "field \"jobs\" must be an array of ids");
                                 return;
                         }
+                        ids[n++] = (int64_t)it->valuedouble;
                 }
-                jobs_json = cJSON_PrintUnformatted(jobs);
-                if (jobs_json == NULL) {
-                        request_fail(req, FERRY_ENOMEM, "out of memory");
+                if (n == 0) {
+                        /* An empty list waits for nothing. */
+                        free(ids);
+                        wait_done(req, true, 0, 0);
                         return;
                 }
+                qsort(ids, n, sizeof(*ids), cmp_ids);
         }
-        scheduler_add_waiter(req->d->scheduler, req, jobs_json, timeout);
-        cJSON_free(jobs_json);
+        rc = scheduler_wait(req->d->scheduler, ids, n, timeout, wait_done, req, &w);
+        free(ids);
+        if (rc != 0) {
+                request_fail(req, rc, "out of memory");
+                return;
+        }
+        if (w != NULL) { /* not answered yet: cancellable when the client leaves */
+                req->cancel = wait_cancel;
+                req->cancel_data = w;
+        }
+}
+
+/* ---- retry ---- */
+
+static int retry_run(struct store *st, struct writer_op *op)
+{
+        struct write_req *w = (struct write_req *)op;
+        int n = store_job_requeue(st, w->n);
+
+        if (n < 0)
+                return n;
+        w->n = n;
+        return 0;
+}
+
+static void retry_done(struct writer_op *op, int rc)
+{
+        struct write_req *w = (struct write_req *)op;
+        struct request *req = w->req;
+        bool all = w->b != NULL;
+        int64_t id = w->e ? strtoll(w->e, NULL, 10) : -1;
+        cJSON *rep;
+
+        if (rc != 0) {
+                request_fail(req, rc, "cannot update the queue");
+        } else if (w->n == 0 && !all) {
+                request_fail(req, FERRY_ENOTFOUND, "job %lld is not a failed job", (long long)id);
+        } else {
+                if (w->n > 0)
+                        log_info("requeued %lld failed job%s", (long long)w->n,
+                                 w->n == 1 ? "" : "s");
+                scheduler_kick(req->d->scheduler);
+                rep = request_ok(req);
+                if (rep != NULL)
+                        cJSON_AddNumberToObject(rep, "requeued", (double)w->n);
+                request_reply(req, rep);
+        }
+        write_req_free(w);
 }
 
 static void op_retry(struct request *req)
 {
         int64_t id;
         bool all;
-        char err[PROTO_ERRMSG_MAX];
-        int n;
-        cJSON *rep;
+        char err[PROTO_ERRMSG_MAX], num[32];
+        struct write_req *w;
 
         CHECK_KEYS(req, "job", "all");
         if (proto_get_int(req->msg, "job", false, -1, &id, err, sizeof(err)) != 0 ||
@@ -287,23 +496,19 @@ static void op_retry(struct request *req)
                 request_fail(req, FERRY_EINVAL, "give either \"job\" or \"all\": true");
                 return;
         }
-        n = store_job_requeue(req->d->store, all ? -1 : id);
-        if (n < 0) {
-                request_fail(req, FERRY_EIO, "cannot update the queue");
+        w = write_req_new(req, retry_run, retry_done);
+        snprintf(num, sizeof(num), "%lld", (long long)id);
+        if (w == NULL || (all && (w->b = strdup("all")) == NULL) || (w->e = strdup(num)) == NULL) {
+                if (w)
+                        write_req_free(w);
+                request_fail(req, FERRY_ENOMEM, "out of memory");
                 return;
         }
-        if (n == 0 && !all) {
-                request_fail(req, FERRY_ENOTFOUND, "job %lld is not a failed job", (long long)id);
-                return;
-        }
-        if (n > 0)
-                log_info("requeued %d failed job%s", n, n == 1 ? "" : "s");
-        scheduler_kick(req->d->scheduler);
-        rep = request_ok(req);
-        if (rep != NULL)
-                cJSON_AddNumberToObject(rep, "requeued", n);
-        request_reply(req, rep);
+        w->n = all ? -1 : id;
+        writer_submit(req->d->writer, &w->op);
 }
+
+/* ---- pause, cache ---- */
 
 static void op_pause(struct request *req)
 {
@@ -355,6 +560,8 @@ static void op_cache(struct request *req)
         request_reply(req, rep);
 }
 
+/* ---- the table ---- */
+
 static const struct {
         const char *op;
         void (*handler)(struct request *req);
@@ -370,10 +577,12 @@ static const struct {
     {"cache", op_cache},
     {"get", op_get},
     {"download", op_download},
+    {"recover", op_recover},
 };
 
 void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op, cJSON *msg)
 {
+        struct client_pending *p = client_pending(client);
         struct request *req = calloc(1, sizeof(*req));
         size_t i;
 
@@ -386,11 +595,32 @@ void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const ch
         req->id = id;
         req->msg = msg;
         client_ref(client);
+        req->next = p->head;
+        if (p->head)
+                p->head->prev = req;
+        p->head = req;
+        p->count++;
+        if (p->count > OPS_MAX_PENDING) {
+                request_fail(req, FERRY_EBUSY,
+                             "this connection has %d requests waiting for replies; read them "
+                             "before sending more",
+                             OPS_MAX_PENDING);
+                return;
+        }
+        if (d->stopping) {
+                request_fail(req, FERRY_EBUSY, "ferryd is stopping");
+                return;
+        }
         for (i = 0; i < sizeof(op_table) / sizeof(op_table[0]); i++) {
                 if (strcmp(op_table[i].op, op) == 0) {
                         op_table[i].handler(req);
                         return;
                 }
         }
-        request_fail(req, FERRY_EUNKNOWNOP, "unknown operation \"%.64s\"", op);
+        {
+                char shown[80];
+
+                proto_sanitize(shown, sizeof(shown), op, strlen(op));
+                request_fail(req, FERRY_EUNKNOWNOP, "unknown operation \"%s\"", shown);
+        }
 }

@@ -18,13 +18,26 @@ struct request {
         struct client *client; /* held (client_ref) until the request ends */
         uint64_t id;
         cJSON *msg; /* the request object, owned */
+        /* Set by a handler that waits (wait, download): the client left; end the request
+         * without a reply. */
+        void (*cancel)(struct request *req);
+        void *cancel_data;
+        struct request *prev, *next; /* the client's pending requests */
 };
+
+/* Requests one connection may have waiting for their replies. */
+#define OPS_MAX_PENDING 4096
+
+/* The connection ended: cancel what waits for it (called by the server). */
+void ops_client_closed(struct client *client);
 
 /* Route a request after hello; takes ownership of `msg`. */
 void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op, cJSON *msg);
 
 /* A reply object with "id" and "ok": true, to which results are added; NULL if out of memory. */
 cJSON *request_ok(struct request *req);
+/* End the request without a reply (its client is gone). */
+void request_drop(struct request *req);
 /* Send `reply` (consumed; NULL means out of memory) and end the request. */
 void request_reply(struct request *req, cJSON *reply);
 /* Send an error reply and end the request. */
@@ -35,5 +48,6 @@ void request_fail(struct request *req, int code, const char *fmt, ...)
 void op_log(struct request *req);
 void op_get(struct request *req);
 void op_download(struct request *req);
+void op_recover(struct request *req);
 
 #endif

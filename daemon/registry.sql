@@ -57,3 +57,10 @@ CREATE TABLE assets (
     asset_id     TEXT NOT NULL,
     PRIMARY KEY (version, logical_path)
 );
+
+-- migration: 2
+-- The next automatic version is one more than the highest major: read it from
+-- an index instead of walking every version of the artifact.
+ALTER TABLE versions ADD COLUMN major INTEGER NOT NULL DEFAULT 0; -- the version's MAJOR
+UPDATE versions SET major = CAST(substr(version, 1, instr(version, '.') - 1) AS INTEGER);
+CREATE INDEX versions_major ON versions(artifact, major);

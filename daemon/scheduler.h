@@ -1,7 +1,9 @@
 /*
- * scheduler.h — runs due jobs on the backend from a uv timer: concurrency,
- * backoff with full jitter, Retry-After, the offline state and its probes,
- * and the `wait` requests that watch the queue drain.
+ * scheduler.h — runs due jobs on the backend: concurrency, the retry policy
+ * (attempts per step, exponential backoff with full jitter, Retry-After
+ * honoured and capped), the offline state and its probes, and the waiters
+ * that watch jobs settle. It is the queue's side of the backend seam
+ * (backend.h): every outcome a backend reports goes through the writer.
  */
 #ifndef FERRY_SCHEDULER_H
 #define FERRY_SCHEDULER_H
@@ -9,41 +11,72 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct daemon;
-struct request;
-struct scheduler;
+#include <uv.h>
 
-int scheduler_new(struct scheduler **out, struct daemon *d);
-/*
- * Stop starting jobs; once the running deliveries have returned (the backend
- * ends them when it closes) free everything and call `closed`. Deliveries
- * that return while closing record nothing: they resume on restart.
- */
-void scheduler_close(struct scheduler *s, void (*closed)(void *data), void *data);
+struct backend;
+struct backend_sink;
+struct config;
+struct scheduler;
+struct spool;
+struct store;
+struct writer;
+
+struct scheduler_env {
+        uv_loop_t *loop;
+        const struct config *cfg;
+        struct store *store; /* the loop thread's reading connection */
+        struct writer *writer;
+        struct spool *spool;
+};
+
+int scheduler_new(struct scheduler **out, const struct scheduler_env *env);
+/* The sink a backend reports to (backend_env.sink). */
+struct backend_sink *scheduler_sink(struct scheduler *s);
+/* Start delivering on `backend` (after the start-up checks). */
+void scheduler_start(struct scheduler *s, struct backend *backend);
 /* Look for due work now (after a log, a retry, a finished job). */
 void scheduler_kick(struct scheduler *s);
-
-/* Backends report bytes as they land, for the status rate. */
-void scheduler_account_bytes(struct scheduler *s, int64_t bytes);
-
 /* Hold the queue (nothing new starts; running deliveries finish) or release it. Not persisted. */
 void scheduler_set_paused(struct scheduler *s, bool paused);
+/* A job left the queue outside a delivery (cancelled, or failed by an op): tell its waiters. */
+void scheduler_job_settled(struct scheduler *s, int64_t job, bool failed);
+
+/*
+ * Orderly stop: start nothing more; running deliveries may finish for
+ * `grace_ms`, then the backend aborts the rest (they resume after a
+ * restart). Calls stopped(data) once none is running. Waiters are answered.
+ */
+void scheduler_stop(struct scheduler *s, int64_t grace_ms, void (*stopped)(void *data), void *data);
+/* Free a stopped scheduler (its handles are closed first; freed from the loop). */
+void scheduler_free(struct scheduler *s);
 
 struct scheduler_status {
         bool online;
         bool paused;
+        bool started;
         int64_t offline_since_ms; /* 0 when online */
         const char *last_error;   /* NULL when none */
         int running;
         int64_t bytes_sent;
         int64_t rate_bps; /* over the last minute */
+        int waiters;
 };
 void scheduler_status(struct scheduler *s, struct scheduler_status *out);
 
-/* Answer `req` once none of `jobs_json`'s jobs (NULL: all) is pending, or after timeout_ms (< 0:
- * never). */
-void scheduler_add_waiter(struct scheduler *s, struct request *req, const char *jobs_json,
-                          int64_t timeout_ms);
+/*
+ * Wait until none of `jobs` (n of them, sorted; n == 0: every job) is queued or
+ * running, or `timeout_ms` passes (< 0: never). done(data, drained, pending,
+ * failed) is called exactly once, unless the wait is cancelled first: at once
+ * (then *handle is NULL) or later (*handle names the wait, for cancelling).
+ * Each job settling costs O(1) per wait on it, whatever the number of waits.
+ * 0, or FERRY_ENOMEM (done is not called then).
+ */
+struct scheduler_wait;
+int scheduler_wait(struct scheduler *s, const int64_t *jobs, size_t n, int64_t timeout_ms,
+                   void (*done)(void *data, bool drained, int64_t pending, int64_t failed),
+                   void *data, struct scheduler_wait **handle);
+/* Forget a wait (its client left); done is not called. */
+void scheduler_wait_cancel(struct scheduler *s, struct scheduler_wait *w);
 
 /* The delay before attempt `attempts` + 1: full jitter over min(cap, base * 2^(attempts-1)). */
 int64_t scheduler_backoff_ms(int64_t base_ms, int64_t cap_ms, int attempts);

@@ -62,3 +62,124 @@ CREATE TABLE assets (
     done         INTEGER NOT NULL DEFAULT 0, -- 1 once the backend confirmed it
     PRIMARY KEY (job, idx)
 );
+
+-- migration: 2
+-- The queue at scale: every hot statement reads an index, delivered history
+-- stays out of the hot path, and counts are kept up to date by triggers
+-- instead of being recounted.
+
+-- A random id per version, chosen when it is logged (32 hex characters). It
+-- names the version in its spool files' manifests and is the local
+-- registry's origin, so a version re-queued from quarantine is recognised.
+-- Versions logged before this migration keep the origin they had,
+-- '<instance>:<job id>'.
+ALTER TABLE jobs ADD COLUMN token TEXT;
+UPDATE jobs SET token = (SELECT value FROM meta WHERE key = 'instance') || ':' || id;
+
+-- How many assets the version has (ls shows it without counting rows).
+ALTER TABLE jobs ADD COLUMN nassets INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET nassets = (SELECT COUNT(*) FROM assets WHERE assets.job = jobs.id);
+
+-- The head of each artifact's lane: its oldest queued version that the
+-- backend has not created yet. Versions of one artifact are created in log
+-- order (so automatic version numbers follow it): only a head, or a version
+-- already created, may be delivered. Kept by the triggers below.
+CREATE TABLE heads (
+    workspace       TEXT NOT NULL,    -- the artifact's workspace
+    name            TEXT NOT NULL,    -- the artifact's name
+    job             INTEGER NOT NULL, -- jobs.id of the head
+    next_attempt_ms INTEGER NOT NULL, -- copy of the head's jobs.next_attempt_ms
+    PRIMARY KEY (workspace, name)
+) WITHOUT ROWID;
+CREATE INDEX heads_due ON heads(next_attempt_ms, job);
+
+-- Job counts and bytes per state ('queued', 'failed', 'done', 'cancelled'),
+-- kept by the triggers below so that status never counts rows.
+CREATE TABLE stats (
+    state TEXT PRIMARY KEY,
+    jobs  INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO stats(state, jobs, bytes) VALUES ('queued', 0, 0), ('failed', 0, 0), ('done', 0, 0),
+    ('cancelled', 0, 0);
+UPDATE stats SET jobs = (SELECT COUNT(*) FROM jobs WHERE jobs.state = stats.state),
+    bytes = (SELECT COALESCE(SUM(bytes), 0) FROM jobs WHERE jobs.state = stats.state);
+
+INSERT INTO heads(workspace, name, job, next_attempt_ms)
+    SELECT j.workspace, j.name, j.id, j.next_attempt_ms FROM jobs j
+    WHERE j.state = 'queued' AND j.remote_version_id IS NULL AND NOT EXISTS (
+        SELECT 1 FROM jobs o WHERE o.workspace = j.workspace AND o.name = j.name
+        AND o.state = 'queued' AND o.remote_version_id IS NULL AND o.id < j.id);
+
+DROP INDEX jobs_by_state;
+DROP INDEX jobs_by_name;
+-- Queued versions of an artifact, oldest first: lane heads and read-your-own-writes look-ups.
+CREATE INDEX jobs_queued ON jobs(workspace, name, id) WHERE state = 'queued';
+-- Versions created on the backend and not yet delivered: due whatever their lane's head.
+CREATE INDEX jobs_created ON jobs(next_attempt_ms, id)
+    WHERE state = 'queued' AND remote_version_id IS NOT NULL;
+-- Explicit versions still waiting (queued or failed): a second log of one is refused.
+CREATE INDEX jobs_pending_version ON jobs(workspace, name, version)
+    WHERE state IN ('queued', 'failed');
+-- ls by state, newest first.
+CREATE INDEX jobs_by_state ON jobs(state, id);
+-- status: the newest failures; pruning: delivered history by age.
+CREATE INDEX jobs_failed ON jobs(done_ms) WHERE state = 'failed';
+CREATE INDEX jobs_done ON jobs(done_ms) WHERE state IN ('done', 'cancelled');
+-- Start-up: which version does a spool file belong to.
+CREATE INDEX assets_spool ON assets(spool) WHERE spool IS NOT NULL;
+
+CREATE TRIGGER stats_insert AFTER INSERT ON jobs BEGIN
+    UPDATE stats SET jobs = jobs + 1, bytes = bytes + new.bytes WHERE state = new.state;
+END;
+CREATE TRIGGER stats_update AFTER UPDATE OF state ON jobs WHEN old.state <> new.state BEGIN
+    UPDATE stats SET jobs = jobs - 1, bytes = bytes - old.bytes WHERE state = old.state;
+    UPDATE stats SET jobs = jobs + 1, bytes = bytes + new.bytes WHERE state = new.state;
+END;
+CREATE TRIGGER stats_delete AFTER DELETE ON jobs BEGIN
+    UPDATE stats SET jobs = jobs - 1, bytes = bytes - old.bytes WHERE state = old.state;
+END;
+
+-- A new version heads its lane when the lane has none (ids only grow).
+CREATE TRIGGER heads_insert AFTER INSERT ON jobs
+WHEN new.state = 'queued' AND new.remote_version_id IS NULL BEGIN
+    INSERT OR IGNORE INTO heads(workspace, name, job, next_attempt_ms)
+        VALUES (new.workspace, new.name, new.id, new.next_attempt_ms);
+END;
+-- A version leaves the lane (created, delivered, failed, cancelled): the next one heads it.
+CREATE TRIGGER heads_leave AFTER UPDATE OF state, remote_version_id ON jobs
+WHEN old.state = 'queued' AND old.remote_version_id IS NULL
+     AND NOT (new.state = 'queued' AND new.remote_version_id IS NULL) BEGIN
+    DELETE FROM heads WHERE workspace = old.workspace AND name = old.name AND job = old.id;
+    INSERT OR IGNORE INTO heads(workspace, name, job, next_attempt_ms)
+        SELECT workspace, name, id, next_attempt_ms FROM jobs
+        WHERE workspace = old.workspace AND name = old.name AND state = 'queued'
+          AND remote_version_id IS NULL
+        ORDER BY id LIMIT 1;
+END;
+-- A version comes back (a retried failure): it may be older than the head.
+CREATE TRIGGER heads_enter AFTER UPDATE OF state, remote_version_id ON jobs
+WHEN new.state = 'queued' AND new.remote_version_id IS NULL
+     AND NOT (old.state = 'queued' AND old.remote_version_id IS NULL) BEGIN
+    INSERT OR REPLACE INTO heads(workspace, name, job, next_attempt_ms)
+        SELECT workspace, name, id, next_attempt_ms FROM jobs
+        WHERE workspace = new.workspace AND name = new.name AND state = 'queued'
+          AND remote_version_id IS NULL
+        ORDER BY id LIMIT 1;
+END;
+-- The head waits for its backoff.
+CREATE TRIGGER heads_reschedule AFTER UPDATE OF next_attempt_ms ON jobs
+WHEN new.state = 'queued' AND new.remote_version_id IS NULL BEGIN
+    UPDATE heads SET next_attempt_ms = new.next_attempt_ms
+        WHERE workspace = new.workspace AND name = new.name AND job = new.id;
+END;
+-- A queued version removed outright: the next one heads the lane.
+CREATE TRIGGER heads_delete AFTER DELETE ON jobs
+WHEN old.state = 'queued' AND old.remote_version_id IS NULL BEGIN
+    DELETE FROM heads WHERE workspace = old.workspace AND name = old.name AND job = old.id;
+    INSERT OR IGNORE INTO heads(workspace, name, job, next_attempt_ms)
+        SELECT workspace, name, id, next_attempt_ms FROM jobs
+        WHERE workspace = old.workspace AND name = old.name AND state = 'queued'
+          AND remote_version_id IS NULL
+        ORDER BY id LIMIT 1;
+END;

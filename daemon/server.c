@@ -20,17 +20,26 @@
 #include "proto.h"
 #include "util.h"
 
-/* A client that does not read its replies is dropped past this many queued bytes. */
-#define CLIENT_WRITE_QUEUE_MAX (16u << 20)
+/*
+ * A client that does not read its replies: past HIGH queued bytes ferryd stops
+ * reading its requests until the queue drains below LOW; past MAX (or when
+ * all clients together hold more than TOTAL_MAX) it is dropped.
+ */
+#define CLIENT_WRITE_QUEUE_HIGH (1u << 20)
+#define CLIENT_WRITE_QUEUE_LOW (256u << 10)
+#define CLIENT_WRITE_QUEUE_MAX (32u << 20)
+#define SERVER_WRITE_QUEUE_TOTAL_MAX (256u << 20)
 
 struct client {
         uv_pipe_t pipe;
         struct server *srv;
         struct proto_decoder dec;
-        bool hello;    /* hello exchanged */
-        bool closing;  /* no more reads or writes */
-        size_t queued; /* bytes handed to uv_write and not yet written */
-        int refs;      /* the connection's own ref + pending asynchronous replies */
+        bool hello;                    /* hello exchanged */
+        bool closing;                  /* no more reads or writes */
+        bool held;                     /* reading stopped until its replies drain */
+        size_t queued;                 /* bytes handed to uv_write and not yet written */
+        struct client_pending pending; /* requests waiting for replies (ops.c) */
+        int refs;                      /* the connection's own ref + pending asynchronous replies */
         unsigned long serial;
         uid_t uid;
         struct client *prev, *next;
@@ -43,6 +52,7 @@ struct server {
         bool listening;
         struct client *clients;
         int nclients;
+        size_t queued; /* bytes queued to all clients */
         unsigned long serial;
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
@@ -55,6 +65,14 @@ struct client_write {
 };
 
 static void client_close(struct client *c, bool flush);
+static void client_process(struct client *c);
+static void client_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void client_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+struct client_pending *client_pending(struct client *c)
+{
+        return &c->pending;
+}
 
 void client_ref(struct client *c)
 {
@@ -75,11 +93,19 @@ static void client_write_cb(uv_write_t *req, int status)
         struct client *c = w->client;
 
         c->queued -= w->len;
+        c->srv->queued -= w->len;
         free(w->frame);
         free(w);
         if (status < 0 && status != UV_ECANCELED && !c->closing) {
                 log_debug("client %lu: write failed: %s", c->serial, uv_strerror(status));
                 client_close(c, false);
+        }
+        if (c->held && !c->closing && c->queued < CLIENT_WRITE_QUEUE_LOW) {
+                /* Its replies drained: take its requests again. */
+                c->held = false;
+                client_process(c);
+                if (!c->held && !c->closing)
+                        uv_read_start((uv_stream_t *)&c->pipe, client_alloc_cb, client_read_cb);
         }
         client_unref(c);
 }
@@ -111,8 +137,11 @@ void client_send(struct client *c, const cJSON *msg)
                         goto fail;
                 return;
         }
-        if (c->queued + w->len > CLIENT_WRITE_QUEUE_MAX) {
-                log_warn("client %lu does not read its replies; dropping it", c->serial);
+        if (c->queued + w->len > CLIENT_WRITE_QUEUE_MAX ||
+            (c->srv->queued + w->len > SERVER_WRITE_QUEUE_TOTAL_MAX &&
+             c->queued > CLIENT_WRITE_QUEUE_HIGH)) {
+                log_warn("client %lu does not read its replies (%zu bytes waiting); dropping it",
+                         c->serial, c->queued);
                 free(w->frame);
                 free(w);
                 client_close(c, false);
@@ -130,7 +159,13 @@ void client_send(struct client *c, const cJSON *msg)
                 return;
         }
         c->queued += w->len;
+        c->srv->queued += w->len;
         client_ref(c);
+        if (c->queued > CLIENT_WRITE_QUEUE_HIGH && !c->held) {
+                /* Backpressure: no more requests from it until it reads its replies. */
+                c->held = true;
+                uv_read_stop((uv_stream_t *)&c->pipe);
+        }
         return;
 fail:
         log_error("out of memory sending to client %lu", c->serial);
@@ -162,6 +197,7 @@ static void client_close(struct client *c, bool flush)
                 return;
         c->closing = true;
         uv_read_stop((uv_stream_t *)&c->pipe);
+        ops_client_closed(c);
         if (c->prev)
                 c->prev->next = c->next;
         else
@@ -223,13 +259,14 @@ static void client_hello(struct client *c, uint64_t id, cJSON *req)
 static void client_handle_frame(struct client *c, const char *json, size_t len)
 {
         char err[PROTO_ERRMSG_MAX];
+        int rc;
         const char *op;
         uint64_t id;
         cJSON *req;
         cJSON *rep;
 
-        if (proto_request_parse(json, len, &req, &id, &op, err, sizeof(err)) != 0) {
-                rep = proto_reply_error(id, FERRY_EPROTO, "%s", err);
+        if ((rc = proto_request_parse(json, len, &req, &id, &op, err, sizeof(err))) != 0) {
+                rep = proto_reply_error(id, rc, "%s", err);
                 if (rep != NULL)
                         client_send(c, rep);
                 cJSON_Delete(rep);
@@ -259,12 +296,32 @@ static void client_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         buf->len = sizeof(c->readbuf);
 }
 
-static void client_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+/* Handle the complete frames buffered, until none is left or the client is held. */
+static void client_process(struct client *c)
 {
-        struct client *c = stream->data;
         const char *json;
         size_t len;
         int rc;
+
+        client_ref(c); /* a handler may close the client while frames remain */
+        while (!c->closing && !c->held && (rc = proto_decoder_next(&c->dec, &json, &len)) != 0) {
+                if (rc < 0) {
+                        log_info("client %lu sent a bad frame header; dropping it", c->serial);
+                        client_refuse(c, 0, rc,
+                                      rc == FERRY_ETOOBIG
+                                          ? "frame announces more than 1 MiB; larger data "
+                                            "travels as files"
+                                          : "frame announces an empty message");
+                        break;
+                }
+                client_handle_frame(c, json, len);
+        }
+        client_unref(c);
+}
+
+static void client_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+        struct client *c = stream->data;
 
         if (nread == 0)
                 return;
@@ -280,20 +337,7 @@ static void client_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b
                 client_refuse(c, 0, FERRY_ENOMEM, "out of memory");
                 return;
         }
-        client_ref(c); /* a handler may close the client while frames remain */
-        while (!c->closing && (rc = proto_decoder_next(&c->dec, &json, &len)) != 0) {
-                if (rc < 0) {
-                        log_info("client %lu sent a bad frame header; dropping it", c->serial);
-                        client_refuse(c, 0, rc,
-                                      rc == FERRY_ETOOBIG
-                                          ? "frame announces more than 1 MiB; larger data "
-                                            "travels as files"
-                                          : "frame announces an empty message");
-                        break;
-                }
-                client_handle_frame(c, json, len);
-        }
-        client_unref(c);
+        client_process(c);
 }
 
 static int peer_allowed(struct server *srv, int fd, uid_t *uid)

@@ -32,4 +32,12 @@ void client_unref(struct client *c);
 /* True once the connection has ended (replies to it are dropped). */
 int client_closed(const struct client *c);
 
+/* The requests of a connection still waiting for their replies (kept by ops.c). */
+struct request;
+struct client_pending {
+        struct request *head;
+        int count;
+};
+struct client_pending *client_pending(struct client *c);
+
 #endif

@@ -9,65 +9,195 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ferry.h"
 #include "log.h"
-#include "store.h"
+#include "proto.h"
 #include "util.h"
 
+/* Files of one delivered job waiting for removal (or for its pins to go). */
+struct spool_trash {
+        int64_t job;
+        char **names;
+        size_t n;
+        struct spool_trash *next;
+};
+
+/* A job whose files are being read. */
+struct spool_pin {
+        int64_t job;
+        int count;
+        struct spool_pin *next;
+};
+
 struct spool {
+        uv_loop_t *loop;
         char *dir;      /* <state>/spool */
         char *staging;  /* <state>/spool/staging */
+        char *qdir;     /* <state>/quarantine */
+        char *qfolder;  /* this run's quarantine folder, once made */
+        int dirfd;      /* O_DIRECTORY descriptor of dir */
         int64_t budget; /* 0 = unlimited */
         int64_t used;   /* bytes held by snapshots and reservations */
         pthread_mutex_t lock;
+        struct spool_pin *pins;     /* loop thread */
+        struct spool_trash *held;   /* discarded while pinned */
+        struct spool_trash *queued; /* waiting for the remover */
+        struct spool_trash *running;
+        bool removing;
+        uv_work_t work;
 };
 
-int spool_open(struct spool **out, const char *dir, int64_t budget, int64_t used, char *err,
-               size_t errlen)
+static int errno_to_ferry(int e)
+{
+        switch (e) {
+        case ENOENT:
+        case ENOTDIR:
+                return FERRY_ENOTFOUND;
+        case EACCES:
+        case EPERM:
+                return FERRY_EPERM;
+        case ENOSPC:
+        case EDQUOT:
+                return FERRY_ENOSPC;
+        case ENOMEM:
+                return FERRY_ENOMEM;
+        case ELOOP:
+                return FERRY_EUNSAFE;
+        default:
+                return FERRY_EIO;
+        }
+}
+
+int spool_open(struct spool **out, uv_loop_t *loop, const char *dir, const char *quarantine_dir,
+               int64_t budget, int64_t used, char *err, size_t errlen)
 {
         struct spool *sp = calloc(1, sizeof(*sp));
         int rc;
 
         *out = NULL;
         if (sp == NULL || (sp->dir = strdup(dir)) == NULL ||
-            (sp->staging = util_path_join(dir, "staging")) == NULL) {
+            (sp->staging = util_path_join(dir, "staging")) == NULL ||
+            (sp->qdir = strdup(quarantine_dir)) == NULL) {
                 snprintf(err, errlen, "out of memory");
                 goto fail;
         }
+        sp->dirfd = -1;
+        /* Each directory is checked before anything is made inside it. */
+        if ((rc = util_mkdir_p(sp->dir, 0700)) != 0) {
+                snprintf(err, errlen, "cannot create %s: %s", sp->dir, strerror(-rc));
+                goto fail;
+        }
+        if (util_check_private_dir(sp->dir, err, errlen) != 0)
+                goto fail;
         if ((rc = util_mkdir_p(sp->staging, 0700)) != 0) {
                 snprintf(err, errlen, "cannot create %s: %s", sp->staging, strerror(-rc));
                 goto fail;
         }
+        if (util_check_private_dir(sp->staging, err, errlen) != 0)
+                goto fail;
+        /* Quarantined snapshots are re-queued by `ferry recover`: the folder must be ours. */
+        if (access(sp->qdir, F_OK) == 0 && util_check_private_dir(sp->qdir, err, errlen) != 0)
+                goto fail;
+        sp->dirfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sp->dirfd < 0) {
+                snprintf(err, errlen, "cannot open %s: %s", sp->dir, strerror(errno));
+                goto fail;
+        }
+        sp->loop = loop;
         sp->budget = budget;
         sp->used = used;
+        sp->work.data = sp;
         pthread_mutex_init(&sp->lock, NULL);
         *out = sp;
         return 0;
 fail:
         if (sp) {
+                if (sp->dirfd >= 0)
+                        close(sp->dirfd);
                 free(sp->dir);
                 free(sp->staging);
+                free(sp->qdir);
                 free(sp);
         }
         return FERRY_EIO;
 }
 
+static void trash_free(struct spool_trash *t)
+{
+        size_t i;
+
+        while (t != NULL) {
+                struct spool_trash *next = t->next;
+
+                for (i = 0; i < t->n; i++)
+                        free(t->names[i]);
+                free(t->names);
+                free(t);
+                t = next;
+        }
+}
+
 void spool_close(struct spool *sp)
 {
+        struct spool_pin *p, *next;
+
         if (sp == NULL)
                 return;
+        for (p = sp->pins; p != NULL; p = next) {
+                next = p->next;
+                free(p);
+        }
+        trash_free(sp->held);
+        trash_free(sp->queued);
         pthread_mutex_destroy(&sp->lock);
+        if (sp->dirfd >= 0)
+                close(sp->dirfd);
         free(sp->dir);
         free(sp->staging);
+        free(sp->qdir);
+        free(sp->qfolder);
         free(sp);
+}
+
+const char *spool_dir(const struct spool *sp)
+{
+        return sp->dir;
+}
+
+int spool_dirfd(const struct spool *sp)
+{
+        return sp->dirfd;
 }
 
 char *spool_path(const struct spool *sp, const char *name)
 {
         return util_path_join(sp->dir, name);
+}
+
+static int valid_token(const char *token)
+{
+        size_t i;
+
+        if (strlen(token) != 32)
+                return 0;
+        for (i = 0; i < 32; i++)
+                if (!((token[i] >= '0' && token[i] <= '9') || (token[i] >= 'a' && token[i] <= 'f')))
+                        return 0;
+        return 1;
+}
+
+int spool_open_file(const struct spool *sp, const char *name)
+{
+        int fd;
+
+        if (!valid_token(name))
+                return -EINVAL;
+        fd = openat(sp->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        return fd >= 0 ? fd : -errno;
 }
 
 int spool_reserve(struct spool *sp, int64_t bytes, char *err, size_t errlen)
@@ -114,86 +244,112 @@ int64_t spool_budget(const struct spool *sp)
         return sp->budget;
 }
 
-static int errno_to_ferry(int e)
-{
-        switch (e) {
-        case ENOENT:
-        case ENOTDIR:
-                return FERRY_ENOTFOUND;
-        case EACCES:
-        case EPERM:
-                return FERRY_EPERM;
-        case ENOSPC:
-        case EDQUOT:
-                return FERRY_ENOSPC;
-        case ENOMEM:
-                return FERRY_ENOMEM;
-        default:
-                return FERRY_EIO;
-        }
-}
-
 /* Create a new spool file with a fresh random name; fd returned, name filled. */
-static int spool_create(struct spool *sp, char name[33], char **path)
+static int spool_create(struct spool *sp, char name[33])
 {
         int tries, fd;
 
         for (tries = 0; tries < 8; tries++) {
                 if (util_random_hex(name, 16) != 0)
                         return -EIO;
-                *path = spool_path(sp, name);
-                if (*path == NULL)
-                        return -ENOMEM;
-                fd = open(*path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                fd = openat(sp->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                            0600);
                 if (fd >= 0)
                         return fd;
-                free(*path);
-                *path = NULL;
                 if (errno != EEXIST)
                         return -errno;
         }
         return -EEXIST;
 }
 
-int spool_snapshot(struct spool *sp, const char *src, int64_t expect_size, char name[33], char *err,
-                   size_t errlen)
+/* Attach the manifest; a file system without user xattrs only loses the manifest. */
+static int spool_set_manifest(int fd, const char *manifest, char *err, size_t errlen)
+{
+        static int warned;
+
+        if (manifest == NULL)
+                return 0;
+        if (fsetxattr(fd, SPOOL_MANIFEST_XATTR, manifest, strlen(manifest), 0) == 0)
+                return 0;
+        if (errno == ENOTSUP || errno == EOPNOTSUPP || errno == E2BIG || errno == ERANGE) {
+                if (!warned++)
+                        log_warn("the spool's file system keeps no manifest with snapshots (%s): "
+                                 "a quarantined file cannot say which version it belongs to",
+                                 strerror(errno));
+                return 0;
+        }
+        snprintf(err, errlen, "cannot label a spool file: %s", strerror(errno));
+        return errno_to_ferry(errno);
+}
+
+/* Copy everything from fd (size unknown, e.g. procfs) into out; bytes into *copied. */
+static int copy_to_end(int in, int out, int64_t *copied)
+{
+        char buf[1 << 16];
+
+        *copied = 0;
+        if (lseek(in, 0, SEEK_SET) < 0 && errno != ESPIPE)
+                return -errno;
+        if (ftruncate(out, 0) != 0 || lseek(out, 0, SEEK_SET) < 0)
+                return -errno;
+        for (;;) {
+                ssize_t r = read(in, buf, sizeof(buf)), off = 0;
+
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r < 0)
+                        return -errno;
+                if (r == 0)
+                        return 0;
+                while (off < r) {
+                        ssize_t w = write(out, buf + off, (size_t)(r - off));
+
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w < 0)
+                                return -errno;
+                        off += w;
+                }
+                *copied += r;
+        }
+}
+
+int spool_snapshot_fd(struct spool *sp, int in, const char *what, const char *manifest,
+                      char name[33], int64_t *size, char *err, size_t errlen)
 {
         struct stat before, after;
-        char *path = NULL;
-        int in = -1, out = -1, rc = 0, attempt;
+        int out, rc = 0, attempt;
+        int64_t copied = 0;
 
-        in = open(src, O_RDONLY | O_CLOEXEC);
-        if (in < 0) {
-                rc = errno_to_ferry(errno);
-                snprintf(err, errlen, "cannot read %s: %s", src, strerror(errno));
-                return rc;
-        }
-        out = spool_create(sp, name, &path);
+        out = spool_create(sp, name);
         if (out < 0) {
-                rc = errno_to_ferry(-out);
                 snprintf(err, errlen, "cannot create a spool file in %s: %s", sp->dir,
                          strerror(-out));
-                out = -1;
-                goto done;
+                return errno_to_ferry(-out);
         }
         for (attempt = 0; attempt < 2; attempt++) {
                 int crc;
 
                 if (fstat(in, &before) != 0 || !S_ISREG(before.st_mode)) {
                         rc = FERRY_EINVAL;
-                        snprintf(err, errlen, "%s is not a regular file", src);
+                        snprintf(err, errlen, "%s is not a regular file", what);
                         goto done;
                 }
-                crc = util_copy_fd(in, out);
+                if (before.st_size == 0) {
+                        crc = copy_to_end(in, out, &copied);
+                } else {
+                        crc = util_copy_fd(in, out);
+                        copied = before.st_size;
+                }
                 if (crc != 0) {
                         rc = errno_to_ferry(-crc);
-                        snprintf(err, errlen, "cannot snapshot %s into the spool: %s", src,
+                        snprintf(err, errlen, "cannot snapshot %s into the spool: %s", what,
                                  strerror(-crc));
                         goto done;
                 }
                 if (fstat(in, &after) != 0) {
                         rc = FERRY_EIO;
-                        snprintf(err, errlen, "cannot stat %s: %s", src, strerror(errno));
+                        snprintf(err, errlen, "cannot stat %s: %s", what, strerror(errno));
                         goto done;
                 }
                 if (after.st_size == before.st_size &&
@@ -205,40 +361,48 @@ int spool_snapshot(struct spool *sp, const char *src, int64_t expect_size, char 
                         snprintf(err, errlen,
                                  "%s kept changing while it was being snapshotted; log it "
                                  "once it is complete",
-                                 src);
+                                 what);
                         goto done;
                 }
         }
-        if (expect_size >= 0 && after.st_size != expect_size) {
-                rc = FERRY_EIO;
-                snprintf(err, errlen, "%s changed size while it was being logged", src);
-                goto done;
+        if (before.st_size != 0) {
+                struct stat mine;
+
+                /* A file cut short while we copied shows in our copy's size. */
+                if (fstat(out, &mine) != 0 || mine.st_size != before.st_size) {
+                        rc = FERRY_EIO;
+                        snprintf(err, errlen, "%s changed size while it was being logged", what);
+                        goto done;
+                }
         }
+        if ((rc = spool_set_manifest(out, manifest, err, errlen)) != 0)
+                goto done;
         if (fsync(out) != 0) {
                 rc = errno_to_ferry(errno);
                 snprintf(err, errlen, "cannot sync the spool: %s", strerror(errno));
+                goto done;
         }
+        *size = copied;
 done:
-        if (in >= 0)
-                close(in);
-        if (out >= 0)
-                close(out);
-        if (rc != 0 && path != NULL)
-                unlink(path);
-        free(path);
+        close(out);
+        if (rc != 0)
+                unlinkat(sp->dirfd, name, 0);
         return rc;
 }
 
-static int valid_token(const char *token)
+int spool_snapshot(struct spool *sp, const char *src, const char *manifest, char name[33],
+                   int64_t *size, char *err, size_t errlen)
 {
-        size_t i;
+        int in = open(src, O_RDONLY | O_CLOEXEC), rc;
 
-        if (strlen(token) != 32)
-                return 0;
-        for (i = 0; i < 32; i++)
-                if (!((token[i] >= '0' && token[i] <= '9') || (token[i] >= 'a' && token[i] <= 'f')))
-                        return 0;
-        return 1;
+        if (in < 0) {
+                rc = errno_to_ferry(errno);
+                snprintf(err, errlen, "cannot read %s: %s", src, strerror(errno));
+                return rc;
+        }
+        rc = spool_snapshot_fd(sp, in, src, manifest, name, size, err, errlen);
+        close(in);
+        return rc;
 }
 
 int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *err, size_t errlen)
@@ -248,7 +412,10 @@ int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *
         int rc = 0;
 
         if (!valid_token(token)) {
-                snprintf(err, errlen, "staged token \"%s\" is malformed", token);
+                char shown[48];
+
+                proto_sanitize(shown, sizeof(shown), token, strlen(token));
+                snprintf(err, errlen, "staged token \"%s\" is malformed", shown);
                 return FERRY_EINVAL;
         }
         path = util_path_join(sp->staging, token);
@@ -264,8 +431,8 @@ int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *
         return rc;
 }
 
-int spool_claim_staged(struct spool *sp, const char *token, char name[33], int64_t *size, char *err,
-                       size_t errlen)
+int spool_claim_staged(struct spool *sp, const char *token, const char *manifest, char name[33],
+                       int64_t *size, char *err, size_t errlen)
 {
         char *from = NULL, *to = NULL;
         int fd = -1, rc;
@@ -277,8 +444,15 @@ int spool_claim_staged(struct spool *sp, const char *token, char name[33], int64
                 rc = FERRY_ENOMEM;
                 goto out;
         }
-        fd = open(from, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || fsync(fd) != 0 || rename(from, to) != 0) {
+        fd = open(from, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                rc = errno_to_ferry(errno);
+                snprintf(err, errlen, "cannot claim staged data %s: %s", token, strerror(errno));
+                goto out;
+        }
+        if ((rc = spool_set_manifest(fd, manifest, err, errlen)) != 0)
+                goto out;
+        if (fsync(fd) != 0 || rename(from, to) != 0) {
                 rc = errno_to_ferry(errno);
                 snprintf(err, errlen, "cannot claim staged data %s: %s", token, strerror(errno));
         }
@@ -297,7 +471,7 @@ int spool_stage_new(struct spool *sp, char token[33], char **path, char *err, si
         *path = NULL;
         if (util_random_hex(token, 16) != 0 || (*path = util_path_join(sp->staging, token)) == NULL)
                 return FERRY_ENOMEM;
-        fd = open(*path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        fd = open(*path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0) {
                 snprintf(err, errlen, "cannot create a staging file: %s", strerror(errno));
                 free(*path);
@@ -308,49 +482,257 @@ int spool_stage_new(struct spool *sp, char token[33], char **path, char *err, si
         return 0;
 }
 
-int spool_sync(struct spool *sp)
+int spool_sync(void *data)
 {
-        return util_fsync_dir(sp->dir) == 0 ? 0 : FERRY_EIO;
+        struct spool *sp = data;
+
+        return fsync(sp->dirfd) == 0 ? 0 : errno_to_ferry(errno);
 }
 
-void spool_remove(struct spool *sp, const char *name)
+void spool_remove_now(struct spool *sp, const char *name)
 {
-        char *path = spool_path(sp, name);
-
-        if (path != NULL && unlink(path) != 0 && errno != ENOENT)
-                log_warn("cannot remove spool file %s: %s", path, strerror(errno));
-        free(path);
+        if (valid_token(name) && unlinkat(sp->dirfd, name, 0) != 0 && errno != ENOENT)
+                log_warn("cannot remove spool file %s/%s: %s", sp->dir, name, strerror(errno));
 }
 
-void spool_cleanup(struct spool *sp, struct store *st)
+/* ---- pins and removal (loop thread) ---- */
+
+static struct spool_pin *spool_find_pin(struct spool *sp, int64_t job)
 {
-        DIR *d;
+        struct spool_pin *p;
+
+        for (p = sp->pins; p != NULL; p = p->next)
+                if (p->job == job)
+                        return p;
+        return NULL;
+}
+
+static void spool_remover_start(struct spool *sp);
+
+static void spool_remove_work_cb(uv_work_t *work)
+{
+        struct spool *sp = work->data;
+        struct spool_trash *t;
+        size_t i;
+
+        for (t = sp->running; t != NULL; t = t->next)
+                for (i = 0; i < t->n; i++)
+                        spool_remove_now(sp, t->names[i]);
+}
+
+static void spool_remove_after_cb(uv_work_t *work, int status)
+{
+        struct spool *sp = work->data;
+
+        trash_free(sp->running);
+        sp->running = NULL;
+        sp->removing = false;
+        spool_remover_start(sp);
+}
+
+static void spool_remover_start(struct spool *sp)
+{
+        if (sp->removing || sp->queued == NULL)
+                return;
+        sp->running = sp->queued;
+        sp->queued = NULL;
+        sp->removing = true;
+        if (uv_queue_work(sp->loop, &sp->work, spool_remove_work_cb, spool_remove_after_cb) != 0) {
+                spool_remove_work_cb(&sp->work); /* cannot queue: do it here, once */
+                spool_remove_after_cb(&sp->work, 0);
+        }
+}
+
+static void spool_trash_queue(struct spool *sp, struct spool_trash *t)
+{
+        t->next = sp->queued;
+        sp->queued = t;
+        spool_remover_start(sp);
+}
+
+void spool_pin(struct spool *sp, int64_t job)
+{
+        struct spool_pin *p = spool_find_pin(sp, job);
+
+        if (p == NULL) {
+                p = calloc(1, sizeof(*p));
+                if (p == NULL)
+                        return; /* unpin tolerates a missing pin */
+                p->job = job;
+                p->next = sp->pins;
+                sp->pins = p;
+        }
+        p->count++;
+}
+
+void spool_unpin(struct spool *sp, int64_t job)
+{
+        struct spool_pin **pp, *p;
+        struct spool_trash **tp, *t;
+
+        for (pp = &sp->pins; (p = *pp) != NULL; pp = &p->next)
+                if (p->job == job)
+                        break;
+        if (p == NULL || --p->count > 0)
+                return;
+        *pp = p->next;
+        free(p);
+        for (tp = &sp->held; (t = *tp) != NULL;) {
+                if (t->job == job) {
+                        *tp = t->next;
+                        spool_trash_queue(sp, t);
+                } else {
+                        tp = &t->next;
+                }
+        }
+}
+
+void spool_discard(struct spool *sp, int64_t job, char **names, size_t n, int64_t bytes)
+{
+        struct spool_trash *t = calloc(1, sizeof(*t));
+        size_t i;
+
+        spool_release(sp, bytes);
+        if (t == NULL) {
+                for (i = 0; i < n; i++)
+                        free(names[i]);
+                free(names);
+                return; /* the files stay: start-up removes them (their job is done) */
+        }
+        t->job = job;
+        t->names = names;
+        t->n = n;
+        if (spool_find_pin(sp, job) != NULL) {
+                t->next = sp->held;
+                sp->held = t;
+                return;
+        }
+        spool_trash_queue(sp, t);
+}
+
+bool spool_busy(const struct spool *sp)
+{
+        return sp->removing || sp->queued != NULL;
+}
+
+/* ---- start-up ---- */
+
+static int cmp_names(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int spool_list(struct spool *sp, char ***names, size_t *n, char *err, size_t errlen)
+{
+        size_t cap = 0, count = 0;
+        char **list = NULL;
         struct dirent *de;
+        DIR *d;
+        int fd = dup(sp->dirfd);
+
+        *names = NULL;
+        *n = 0;
+        if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+                if (fd >= 0)
+                        close(fd);
+                snprintf(err, errlen, "cannot read %s: %s", sp->dir, strerror(errno));
+                return FERRY_EIO;
+        }
+        rewinddir(d);
+        while ((de = readdir(d)) != NULL) {
+                if (!valid_token(de->d_name))
+                        continue;
+                if (count == cap) {
+                        size_t ncap = cap ? cap * 2 : 256;
+                        char **grown = realloc(list, ncap * sizeof(*list));
+
+                        if (grown == NULL)
+                                goto nomem;
+                        list = grown;
+                        cap = ncap;
+                }
+                if ((list[count] = strdup(de->d_name)) == NULL)
+                        goto nomem;
+                count++;
+        }
+        closedir(d);
+        if (count > 1)
+                qsort(list, count, sizeof(*list), cmp_names);
+        *names = list;
+        *n = count;
+        return 0;
+nomem:
+        closedir(d);
+        while (count > 0)
+                free(list[--count]);
+        free(list);
+        snprintf(err, errlen, "out of memory");
+        return FERRY_ENOMEM;
+}
+
+int spool_quarantine(struct spool *sp, const char *name, char *err, size_t errlen)
+{
+        char *to;
+        int rc;
+
+        if (sp->qfolder == NULL) {
+                char stamp[64];
+                time_t now = time(NULL);
+                struct tm tm;
+
+                gmtime_r(&now, &tm);
+                strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+                sp->qfolder = util_path_join(sp->qdir, stamp);
+                if (sp->qfolder == NULL) {
+                        snprintf(err, errlen, "out of memory");
+                        return FERRY_ENOMEM;
+                }
+                if ((rc = util_mkdir_p(sp->qfolder, 0700)) != 0) {
+                        snprintf(err, errlen, "cannot create %s: %s", sp->qfolder, strerror(-rc));
+                        free(sp->qfolder);
+                        sp->qfolder = NULL;
+                        return FERRY_EIO;
+                }
+        }
+        to = util_path_join(sp->qfolder, name);
+        if (to == NULL) {
+                snprintf(err, errlen, "out of memory");
+                return FERRY_ENOMEM;
+        }
+        rc = renameat(sp->dirfd, name, AT_FDCWD, to);
+        if (rc != 0)
+                snprintf(err, errlen, "cannot move %s/%s to %s: %s", sp->dir, name, to,
+                         strerror(errno));
+        free(to);
+        if (rc != 0)
+                return FERRY_EIO;
+        return 0;
+}
+
+const char *spool_quarantine_folder(const struct spool *sp)
+{
+        return sp->qfolder;
+}
+
+int spool_clean_staging(struct spool *sp)
+{
         time_t now = time(NULL);
+        struct dirent *de;
         int removed = 0;
+        DIR *d;
 
-        if ((d = opendir(sp->dir)) != NULL) {
-                while ((de = readdir(d)) != NULL) {
-                        if (!valid_token(de->d_name) || store_spool_referenced(st, de->d_name))
-                                continue;
-                        spool_remove(sp, de->d_name);
-                        removed++;
-                }
-                closedir(d);
-        }
-        if ((d = opendir(sp->staging)) != NULL) {
-                while ((de = readdir(d)) != NULL) {
-                        struct stat stt;
+        if ((d = opendir(sp->staging)) == NULL)
+                return 0;
+        while ((de = readdir(d)) != NULL) {
+                struct stat stt;
 
-                        if (!valid_token(de->d_name) ||
-                            fstatat(dirfd(d), de->d_name, &stt, AT_SYMLINK_NOFOLLOW) != 0 ||
-                            now - stt.st_mtime < 3600)
-                                continue;
-                        unlinkat(dirfd(d), de->d_name, 0);
+                if (!valid_token(de->d_name) ||
+                    fstatat(dirfd(d), de->d_name, &stt, AT_SYMLINK_NOFOLLOW) != 0 ||
+                    now - stt.st_mtime < 3600)
+                        continue;
+                if (unlinkat(dirfd(d), de->d_name, 0) == 0)
                         removed++;
-                }
-                closedir(d);
         }
-        if (removed > 0)
-                log_info("removed %d leftover spool files", removed);
+        closedir(d);
+        return removed;
 }

@@ -1,24 +1,49 @@
 /*
  * spool.h — snapshots of logged files, owned by the daemon until delivered.
- * <state>/spool/<32 hex> are snapshots; <state>/spool/staging/<token> are files
- * clients fill with in-memory data. Byte accounting is thread-safe; snapshot
- * functions run on libuv's thread pool. Return 0 or a negative FERRY_E* code
- * with a sentence in err.
+ *
+ * <state>/spool/<32 hex> are snapshots, each carrying its version's manifest
+ * in the extended attribute "user.ferry.manifest" (JSON, see op_log.c), so
+ * that a file the queue database cannot vouch for still says what it is;
+ * <state>/spool/staging/<token> are files clients fill with in-memory data;
+ * <state>/quarantine/<stamp>/ holds snapshots the queue did not confirm at
+ * start-up (never deleted by ferryd; `ferry recover` re-queues them).
+ *
+ * Files are opened relative to the spool's directory descriptor with
+ * O_NOFOLLOW and created 0600, so a link planted in the spool is never
+ * followed. Byte accounting and snapshots are thread-safe (snapshots run on
+ * libuv's thread pool); pins and deferred removal belong to the loop thread.
+ * Functions return 0 or a negative FERRY_E* code with a sentence in err.
  */
 #ifndef FERRY_SPOOL_H
 #define FERRY_SPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-struct spool;
-struct store;
+#include <uv.h>
 
-int spool_open(struct spool **out, const char *dir, int64_t budget, int64_t used, char *err,
-               size_t errlen);
+#define SPOOL_MANIFEST_XATTR "user.ferry.manifest"
+#define SPOOL_MANIFEST_MAX 3900 /* fits one ext4 xattr block with room to spare */
+
+struct spool;
+
+/*
+ * Open the spool at `dir` (created 0700) with quarantine folders under
+ * `quarantine_dir`. The directories must be owned by this uid and not
+ * writable by others. `budget` bytes (0: no limit), `used` already held.
+ */
+int spool_open(struct spool **out, uv_loop_t *loop, const char *dir, const char *quarantine_dir,
+               int64_t budget, int64_t used, char *err, size_t errlen);
+/* Free the spool once no removal is pending (the loop runs them first). */
 void spool_close(struct spool *sp);
+const char *spool_dir(const struct spool *sp);
+/* The spool directory's descriptor (for openat/linkat; the spool keeps it). */
+int spool_dirfd(const struct spool *sp);
 /* Full path of a spool file (caller frees), NULL on out of memory. */
 char *spool_path(const struct spool *sp, const char *name);
+/* Open spool file `name` read-only without following links: an fd, or a negative errno. */
+int spool_open_file(const struct spool *sp, const char *name);
 
 /* Account `bytes` against the budget: 0, or FERRY_ENOSPC with a sentence. */
 int spool_reserve(struct spool *sp, int64_t bytes, char *err, size_t errlen);
@@ -27,25 +52,56 @@ int64_t spool_used(struct spool *sp);
 int64_t spool_budget(const struct spool *sp);
 
 /*
- * Snapshot the regular file `src` (opened read-only, following symlinks) into
- * a new spool file: reflink, else copy_file_range, else copy; then fsync. The
- * source's size and mtime must not change during the copy (retried once).
- * *name receives the spool file name. `expect_size` >= 0 is the size accounted.
+ * Snapshot the open file `src_fd` (described as `what` in messages) into a
+ * new spool file: reflink, else copy_file_range, else copy; attach
+ * `manifest` (may be NULL); fsync the file (the directory is synced once per
+ * commit by spool_sync). The file must not change during the copy (retried
+ * once). *name receives the spool name, *size the bytes copied. A file whose
+ * reported size is 0 (procfs and the like) is copied to its end.
  */
-int spool_snapshot(struct spool *sp, const char *src, int64_t expect_size, char name[33], char *err,
-                   size_t errlen);
-/* Move staging file `token` to a new spool name, fsync it; *size receives its size. */
-int spool_claim_staged(struct spool *sp, const char *token, char name[33], int64_t *size, char *err,
-                       size_t errlen);
+int spool_snapshot_fd(struct spool *sp, int src_fd, const char *what, const char *manifest,
+                      char name[33], int64_t *size, char *err, size_t errlen);
+/* The same for a path (opened read-only, following symlinks). */
+int spool_snapshot(struct spool *sp, const char *src, const char *manifest, char name[33],
+                   int64_t *size, char *err, size_t errlen);
+/* Move staging file `token` to a new spool name with `manifest`, fsync it; *size its size. */
+int spool_claim_staged(struct spool *sp, const char *token, const char *manifest, char name[33],
+                       int64_t *size, char *err, size_t errlen);
 /* Size of staging file `token`, or FERRY_ENOTFOUND. */
 int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *err, size_t errlen);
 /* Create an empty staging file (0600); *path (caller frees) and token returned. */
 int spool_stage_new(struct spool *sp, char token[33], char **path, char *err, size_t errlen);
-/* fsync the spool directory so new names survive a power cut. */
-int spool_sync(struct spool *sp);
-void spool_remove(struct spool *sp, const char *name);
-/* At start-up: remove snapshots no queued/failed job references, and staging files older than an
- * hour. */
-void spool_cleanup(struct spool *sp, struct store *st);
+/* fsync the spool directory so new names survive a power cut. Thread-safe. */
+int spool_sync(void *sp);
+/* Remove a snapshot at once (a log that failed before its commit). Thread-safe. */
+void spool_remove_now(struct spool *sp, const char *name);
+
+/* ---- loop thread: files of delivered versions ---- */
+
+/* Readers of job `job`'s files hold a pin; its files outlive every pin. */
+void spool_pin(struct spool *sp, int64_t job);
+void spool_unpin(struct spool *sp, int64_t job);
+/*
+ * The queue no longer needs these files of `job` (taken over: `names` is
+ * freed by the spool): remove them on the thread pool once the job is not
+ * pinned, and release `bytes` from the budget.
+ */
+void spool_discard(struct spool *sp, int64_t job, char **names, size_t n, int64_t bytes);
+/* Removals queued or running (for shutdown). */
+bool spool_busy(const struct spool *sp);
+
+/* ---- start-up ---- */
+
+/* The snapshot names now in the spool, sorted (caller frees each and the array). */
+int spool_list(struct spool *sp, char ***names, size_t *n, char *err, size_t errlen);
+/*
+ * Move snapshot `name` into this run's quarantine folder
+ * (<quarantine_dir>/<UTC stamp>/), created on first use. 0 or a code.
+ */
+int spool_quarantine(struct spool *sp, const char *name, char *err, size_t errlen);
+/* This run's quarantine folder, or NULL when nothing was quarantined. */
+const char *spool_quarantine_folder(const struct spool *sp);
+/* Remove staging files older than an hour; count returned. */
+int spool_clean_staging(struct spool *sp);
 
 #endif

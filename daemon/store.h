@@ -1,12 +1,25 @@
 /*
  * store.h — ferryd's durable queue in SQLite (queue.db, schema in schema.sql).
- * Used from the loop thread only. Every write commits with synchronous=FULL.
- * Functions return 0 or a negative FERRY_E* code; SQLite's messages are logged.
+ *
+ * A struct store is one connection with every statement prepared once.
+ * ferryd opens two: the loop thread's, which only reads, and the writer's
+ * (writer.c), which runs every change inside its batched transactions on
+ * libuv's thread pool. WAL lets the reads go on while a batch commits.
+ *
+ * Every hot statement reads an index and touches only the rows it returns
+ * (tests/test_store.c checks each plan): counts come from the `stats` table,
+ * due versions from the `heads` table, history is never scanned.
+ *
+ * Functions return 0 or a negative FERRY_E* code: FERRY_ENOSPC when the
+ * disk holding the database is full, FERRY_EIO otherwise; SQLite's message
+ * is logged. A damaged database (SQLITE_CORRUPT, SQLITE_NOTADB) also sets
+ * store_damaged().
  */
 #ifndef FERRY_STORE_H
 #define FERRY_STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
@@ -16,45 +29,91 @@
 struct store;
 
 struct store_counts {
-        int64_t queued, failed, done;
+        int64_t queued, failed, done, cancelled;
         int64_t bytes_queued; /* file bytes of queued jobs */
         int64_t bytes_held;   /* file bytes of queued and failed jobs (the spool's share) */
 };
 
-int store_open(struct store **out, const char *path, char *err, size_t errlen);
+/*
+ * Open (creating and migrating) the database at `path`, mode 0600. With
+ * `check`, run PRAGMA quick_check first: a damaged file is FERRY_EIO with
+ * the finding in err and *damaged set (nothing is changed in the file).
+ */
+int store_open(struct store **out, const char *path, bool check, bool *damaged, char *err,
+               size_t errlen);
 void store_close(struct store *st);
 /* Random id of this queue, fixed when the database was created. */
 const char *store_instance(const struct store *st);
+/* True once a statement found the database damaged. */
+bool store_damaged(const struct store *st);
 
+/* Transactions and savepoints (the writer's). */
 int store_begin(struct store *st);
 int store_commit(struct store *st);
 void store_rollback(struct store *st);
+int store_savepoint(struct store *st);
+int store_release(struct store *st);
+void store_rollback_savepoint(struct store *st);
 
-/* Experiments. get: 0 (strings malloc'd into *workspace and *project) or FERRY_ENOTFOUND. */
+/* ---- reads ---- */
+
+/* Experiment `key`: 0 (strings malloc'd into *workspace and *project, each may be NULL to skip)
+ * or FERRY_ENOTFOUND. */
 int store_experiment_get(struct store *st, const char *key, char **workspace, char **project);
+/* Load a job with its assets; FERRY_ENOTFOUND if there is none. */
+int store_job_load(struct store *st, int64_t id, struct job **out);
+/* A job's state ("queued", "failed", "done", "cancelled") into buf; FERRY_ENOTFOUND if none. */
+int store_job_state(struct store *st, int64_t id, char *buf, size_t len);
+
+/*
+ * Ids of jobs that may start at `now_ms`, most overdue first, at most `max`:
+ * the head of each artifact's lane (its oldest version not yet created on
+ * the backend) and every version already created. Running jobs are among
+ * them: the caller skips those. Count returned, or a negative code.
+ */
+int store_jobs_due(struct store *st, int64_t now_ms, int64_t *ids, int max);
+/* The earliest next attempt later than `now_ms` of a job that could start, or -1. */
+int64_t store_next_due_after(struct store *st, int64_t now_ms);
+
+/* True when a queued or failed job already asks for workspace/name:version. */
+bool store_version_pending(struct store *st, const char *workspace, const char *name,
+                           const char *version);
+/*
+ * Newest queued job of workspace/name that matches `version_or_alias`: NULL
+ * or "latest" (any case) for the newest; else its requested or assigned
+ * version, or one of its aliases (exactly, else ignoring case). 0 if none.
+ */
+int64_t store_find_pending(struct store *st, const char *workspace, const char *name,
+                           const char *version_or_alias);
+
+int store_counts(struct store *st, struct store_counts *out);
+/*
+ * ls: items as PROTOCOL.md's "items" array; `state` one of
+ * active|queued|failed|done|cancelled|all. The newest `limit` items, oldest
+ * first, but no more than fit in `max_bytes` of JSON (0: no bound);
+ * *truncated is set when items were left out for that.
+ */
+cJSON *store_list(struct store *st, const char *state, int limit, size_t max_bytes,
+                  bool *truncated);
+/* status: the newest failed jobs as PROTOCOL.md's "errors" array. */
+cJSON *store_errors(struct store *st, int limit);
+
+/* Start-up: call fn(data, spool_name) for every spool file of a queued or failed job. */
+int store_each_held_spool(struct store *st, void (*fn)(void *data, const char *name), void *data);
+/* The state of the job that owns spool file `name` into buf, or FERRY_ENOTFOUND. */
+int store_spool_owner(struct store *st, const char *name, char *buf, size_t len);
+
+/* ---- writes (inside the writer's transaction) ---- */
+
 int store_experiment_insert(struct store *st, const char *key, const char *workspace,
                             const char *project, const char *name);
 int store_experiment_set_registered(struct store *st, const char *key);
-
 /* Insert a job (state queued) and its assets; *id receives the new id. */
 int store_job_insert(struct store *st, const struct job *job, int64_t *id);
-/* Load a job with its assets; FERRY_ENOTFOUND if there is none. */
-int store_job_load(struct store *st, int64_t id, struct job **out);
-
-/*
- * Ids of queued jobs due at `now_ms`, oldest first, at most `max`; written to
- * ids, count returned (or a negative code). A job is due only when no older
- * job of the same artifact is still queued: versions of one artifact are
- * delivered one at a time, in log order, so automatic versions are numbered
- * in the order they were logged.
- */
-int store_jobs_due(struct store *st, int64_t now_ms, int64_t *ids, int max);
-/* Earliest next_attempt_ms of a job that could start (the head of its artifact), or -1. */
-int64_t store_next_due(struct store *st);
-
-/* Step results, each committed at once (exact resume). */
-int store_job_set_remote(struct store *st, int64_t id, const char *remote_version_id,
-                         const char *assigned_version);
+/* The backend created the version: record its id, the version it got; attempts start over. */
+int store_job_set_created(struct store *st, int64_t id, const char *remote_version_id,
+                          const char *assigned_version);
+/* The backend confirmed asset `idx` of `job`; the job's attempts start over. */
 int store_asset_set_done(struct store *st, int64_t job, int idx);
 int store_job_set_done(struct store *st, int64_t id, const char *assigned_version);
 int store_job_set_failed(struct store *st, int64_t id, const char *code, const char *message);
@@ -62,32 +121,10 @@ int store_job_reschedule(struct store *st, int64_t id, int attempts, int64_t nex
                          const char *code, const char *message);
 /* Failed job `id` (or every failed job when id < 0) back to queued; count returned. */
 int store_job_requeue(struct store *st, int64_t id);
-/* Reset every job's next attempt to now (the backend came back online). */
-int store_jobs_due_now(struct store *st);
+/* Forget at most `max` delivered jobs finished before `before_ms`; count returned. */
+int store_prune_done(struct store *st, int64_t before_ms, int max);
 
-/* True when a queued or failed job already asks for workspace/name:version. */
-bool store_version_pending(struct store *st, const char *workspace, const char *name,
-                           const char *version);
-/* Newest queued job for workspace/name matching version or alias (NULL or Latest: any); 0 if none.
- */
-int64_t store_find_pending(struct store *st, const char *workspace, const char *name,
-                           const char *version_or_alias);
-
-int store_counts(struct store *st, struct store_counts *out);
-/* For wait: counts among `jobs` (a JSON array of ids, NULL for all jobs). */
-int store_wait_counts(struct store *st, const char *jobs_json, int64_t *pending, int64_t *failed);
-/*
- * ls: items as PROTOCOL.md's "items" array; `state` one of active|failed|done|all.
- * The newest `limit` items, oldest first, but no more than fit in `max_bytes`
- * of JSON (0: no bound); *truncated is set when items were left out for that.
- */
-cJSON *store_list(struct store *st, const char *state, int limit, size_t max_bytes,
-                  bool *truncated);
-/* status: the newest failed jobs as PROTOCOL.md's "errors" array. */
-cJSON *store_errors(struct store *st, int limit);
-/* Forget delivered jobs finished before `before_ms` (history for ls); count returned. */
-int store_prune_done(struct store *st, int64_t before_ms);
-/* True when a queued or failed job still needs this spool file. */
-bool store_spool_referenced(struct store *st, const char *spool_name);
+/* For the query-plan test: the SQL of every prepared statement, NULL-terminated. */
+extern const char *const store_statement_sql[];
 
 #endif

@@ -82,6 +82,39 @@ int util_mkdir_p(const char *path, unsigned mode)
         return 0;
 }
 
+int util_check_private_dir(const char *path, char *err, size_t errlen)
+{
+        struct stat st;
+
+        if (lstat(path, &st) != 0) {
+                snprintf(err, errlen, "cannot use %s: %s", path, strerror(errno));
+                return errno == ENOENT ? FERRY_ENOTFOUND : FERRY_EIO;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+                snprintf(err, errlen,
+                         "%s is not a directory%s; ferryd keeps its state only in "
+                         "directories of its own",
+                         path, S_ISLNK(st.st_mode) ? " (a symbolic link)" : "");
+                return FERRY_EPERM;
+        }
+        if (st.st_uid != geteuid()) {
+                snprintf(err, errlen,
+                         "%s belongs to uid %u, not to ferryd's uid %u; ferryd runs only on "
+                         "state it owns (move it away or give ferryd its own directory)",
+                         path, (unsigned)st.st_uid, (unsigned)geteuid());
+                return FERRY_EPERM;
+        }
+        if ((st.st_mode & 022) != 0) {
+                snprintf(err, errlen,
+                         "%s is writable by %s (mode %04o); ferryd runs only on state others "
+                         "cannot change (chmod 700 %s)",
+                         path, (st.st_mode & 002) ? "others" : "its group",
+                         (unsigned)(st.st_mode & 07777), path);
+                return FERRY_EPERM;
+        }
+        return 0;
+}
+
 int util_fsync_dir(const char *path)
 {
         int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -215,6 +248,21 @@ int util_sha256_fd(int fd, char out[65])
 out:
         EVP_MD_CTX_free(ctx);
         return rc;
+}
+
+void util_sha256_hex(const void *data, size_t len, char out[65])
+{
+        static const char digits[] = "0123456789abcdef";
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0, i;
+
+        if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1)
+                mdlen = 0;
+        for (i = 0; i < mdlen; i++) {
+                out[2 * i] = digits[md[i] >> 4];
+                out[2 * i + 1] = digits[md[i] & 15];
+        }
+        out[2 * mdlen] = '\0';
 }
 
 int util_sha256_file(const char *path, char out[65])

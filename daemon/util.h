@@ -17,6 +17,12 @@ double util_random_unit(void);
 
 /* mkdir -p with `mode` for directories it creates. 0 or a negative errno. */
 int util_mkdir_p(const char *path, unsigned mode);
+/*
+ * A directory ferryd keeps state in: a real directory (not a link), owned by
+ * this uid, not writable by group or others. 0, or FERRY_EPERM with a
+ * sentence naming the directory, its owner and mode.
+ */
+int util_check_private_dir(const char *path, char *err, size_t errlen);
 /* fsync the directory at `path`. 0 or a negative errno. */
 int util_fsync_dir(const char *path);
 /* Join dir and name into a new string (caller frees). NULL on out of memory. */
@@ -34,5 +40,7 @@ int util_copy_fd(int src_fd, int dst_fd);
 /* SHA-256 of a file as 64 hex characters + NUL. 0 or a negative errno. */
 int util_sha256_file(const char *path, char out[65]);
 int util_sha256_fd(int fd, char out[65]);
+/* SHA-256 of `len` bytes as 64 hex characters + NUL. */
+void util_sha256_hex(const void *data, size_t len, char out[65]);
 
 #endif

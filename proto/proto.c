@@ -20,6 +20,144 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
+        proto_utf8_trim(err);
+}
+
+/* ---- UTF-8 ---- */
+
+/* Length of the well-formed UTF-8 character at s (n bytes left), or 0 when it is not one. */
+static size_t utf8_char(const unsigned char *s, size_t n)
+{
+        unsigned c = s[0];
+        size_t len, i;
+        uint32_t cp;
+
+        if (c < 0x80)
+                return 1;
+        if (c >= 0xc2 && c <= 0xdf) {
+                len = 2;
+                cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+                len = 3;
+                cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+                len = 4;
+                cp = c & 0x07;
+        } else {
+                return 0;
+        }
+        if (n < len)
+                return 0;
+        for (i = 1; i < len; i++) {
+                if ((s[i] & 0xc0) != 0x80)
+                        return 0;
+                cp = (cp << 6) | (s[i] & 0x3f);
+        }
+        /* No overlong forms, no surrogates, nothing above U+10FFFF. */
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+                return 0;
+        return len;
+}
+
+bool proto_utf8_valid(const char *s, size_t len)
+{
+        const unsigned char *p = (const unsigned char *)s;
+        size_t i = 0, n;
+
+        while (i < len) {
+                if (p[i] < 0x80) {
+                        i++;
+                        continue;
+                }
+                n = utf8_char(p + i, len - i);
+                if (n == 0)
+                        return false;
+                i += n;
+        }
+        return true;
+}
+
+void proto_utf8_trim(char *s)
+{
+        size_t n = strlen(s), start = n, back;
+
+        /* Find the start of the last character (at most 3 continuation bytes back). */
+        for (back = 0; back < 4 && start > 0; back++) {
+                start--;
+                if (((unsigned char)s[start] & 0xc0) != 0x80)
+                        break;
+        }
+        if (start < n && utf8_char((const unsigned char *)s + start, n - start) == 0 &&
+            (unsigned char)s[start] >= 0x80)
+                s[start] = '\0';
+}
+
+size_t proto_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
+{
+        const unsigned char *p = (const unsigned char *)src;
+        size_t i = 0, o = 0, n;
+
+        if (dstlen == 0)
+                return 0;
+        while (i < srclen) {
+                char esc[8];
+                const char *piece;
+                size_t plen;
+
+                n = utf8_char(p + i, srclen - i);
+                if (n == 1 && (p[i] < 0x20 || p[i] == 0x7f)) {
+                        snprintf(esc, sizeof(esc), "\\x%02x", p[i]);
+                        piece = esc;
+                        plen = strlen(esc);
+                } else if (n == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0) {
+                        /* C1 controls (U+0080..U+009F) move terminals too. */
+                        snprintf(esc, sizeof(esc), "\\u%04x", p[i + 1]);
+                        piece = esc;
+                        plen = strlen(esc);
+                } else if (n == 0) {
+                        snprintf(esc, sizeof(esc), "\\x%02x", p[i]);
+                        piece = esc;
+                        plen = strlen(esc);
+                        n = 1;
+                } else {
+                        piece = (const char *)p + i;
+                        plen = n;
+                }
+                if (o + plen + 1 > dstlen)
+                        break;
+                memcpy(dst + o, piece, plen);
+                o += plen;
+                i += n;
+        }
+        dst[o] = '\0';
+        return o;
+}
+
+/* Does the JSON text hold a \u0000 escape inside a string (a NUL that C strings would cut)? */
+static bool json_has_nul_escape(const char *json, size_t len)
+{
+        bool in_string = false;
+        size_t i;
+
+        for (i = 0; i < len; i++) {
+                char c = json[i];
+
+                if (!in_string) {
+                        if (c == '"')
+                                in_string = true;
+                        continue;
+                }
+                if (c == '"') {
+                        in_string = false;
+                } else if (c == '\\' && i + 1 < len) {
+                        if (json[i + 1] == 'u' && i + 5 < len && json[i + 2] == '0' &&
+                            json[i + 3] == '0' && json[i + 4] == '0' && json[i + 5] == '0')
+                                return true;
+                        i++; /* skip the escaped character */
+                }
+        }
+        return false;
 }
 
 /* ---- framing ---- */
@@ -170,6 +308,7 @@ cJSON *proto_reply_error(uint64_t id, int code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
+        proto_utf8_trim(msg);
         rep = cJSON_CreateObject();
         if (rep == NULL)
                 return NULL;
@@ -184,7 +323,27 @@ cJSON *proto_reply_error(uint64_t id, int code, const char *fmt, ...)
         return rep;
 }
 
-/* An id is a JSON integer in [0, 2^53]. */
+/* Parse a frame's JSON: one value and nothing after it but whitespace; NULL otherwise. */
+static cJSON *parse_one(const char *json, size_t len)
+{
+        const char *end = NULL;
+        cJSON *v = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+
+        if (v == NULL)
+                return NULL;
+        while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+                end++;
+        if (end != json + len) {
+                cJSON_Delete(v);
+                return NULL;
+        }
+        return v;
+}
+
+/*
+ * An id is a JSON integer in [0, 10^15): cJSON prints a number of more than 15
+ * significant digits rounded to 15, so a larger id would come back changed.
+ */
 static int get_id(const cJSON *obj, uint64_t *id)
 {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "id");
@@ -193,7 +352,7 @@ static int get_id(const cJSON *obj, uint64_t *id)
         if (!cJSON_IsNumber(v))
                 return -1;
         d = v->valuedouble;
-        if (d < 0 || d > 9007199254740992.0 || d != (double)(uint64_t)d)
+        if (d < 0 || d > 999999999999999.0 || d != (double)(uint64_t)d)
                 return -1;
         *id = (uint64_t)d;
         return 0;
@@ -208,17 +367,29 @@ int proto_request_parse(const char *json, size_t len, cJSON **out, uint64_t *id,
         *out = NULL;
         *id = 0;
         *op = NULL;
-        req = cJSON_ParseWithLength(json, len);
+        req = parse_one(json, len);
         if (req == NULL) {
                 set_err(err, errlen, "request is not valid JSON");
                 return FERRY_EPROTO;
+        }
+        if (!proto_utf8_valid(json, len)) {
+                get_id(req, id);
+                set_err(err, errlen, "request is not valid UTF-8; every string must be UTF-8");
+                cJSON_Delete(req);
+                return FERRY_EINVAL;
+        }
+        if (json_has_nul_escape(json, len)) {
+                get_id(req, id);
+                set_err(err, errlen, "strings may not contain NUL characters (\\u0000)");
+                cJSON_Delete(req);
+                return FERRY_EINVAL;
         }
         if (!cJSON_IsObject(req)) {
                 set_err(err, errlen, "request must be a JSON object");
                 goto fail;
         }
         if (get_id(req, id) != 0) {
-                set_err(err, errlen, "request needs an integer \"id\" between 0 and 2^53");
+                set_err(err, errlen, "request needs an integer \"id\" between 0 and 10^15 - 1");
                 goto fail;
         }
         v = cJSON_GetObjectItemCaseSensitive(req, "op");
@@ -243,7 +414,7 @@ int proto_reply_parse(const char *json, size_t len, cJSON **out, uint64_t *id, c
 
         *out = NULL;
         *id = 0;
-        rep = cJSON_ParseWithLength(json, len);
+        rep = parse_one(json, len);
         if (rep == NULL || !cJSON_IsObject(rep) || get_id(rep, id) != 0) {
                 set_err(err, errlen, "ferryd sent a malformed reply");
                 cJSON_Delete(rep);
@@ -291,6 +462,17 @@ int proto_check_keys(const cJSON *obj, const char *const *allowed, char *err, si
                 }
         }
         return 0;
+}
+
+/* C0 controls, DEL and C1 controls (U+0080..U+009F as UTF-8). */
+static bool has_control(const char *s)
+{
+        const unsigned char *p;
+
+        for (p = (const unsigned char *)s; *p; p++)
+                if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] < 0xa0))
+                        return true;
+        return false;
 }
 
 static const cJSON *get_field(const cJSON *obj, const char *key)
@@ -381,6 +563,10 @@ int proto_get_string_array(const cJSON *obj, const char *key, const cJSON **out,
                                 PROTO_NAME_MAX);
                         return FERRY_EINVAL;
                 }
+                if (has_control(it->valuestring)) {
+                        set_err(err, errlen, "field \"%s\" may not hold control characters", key);
+                        return FERRY_EINVAL;
+                }
         }
         *out = v;
         return 0;
@@ -423,10 +609,14 @@ int proto_validate_name(const char *name, const char *what, char *err, size_t er
                 return FERRY_EINVAL;
         }
         for (p = (const unsigned char *)name; *p; p++) {
-                if (*p < 0x20 || *p == 0x7f || *p == '/' || *p == ':') {
+                if (*p < 0x20 || *p == 0x7f || *p == '/' || *p == ':' ||
+                    (p[0] == 0xc2 && p[1] >= 0x80 && p[1] < 0xa0)) {
+                        char shown[128];
+
+                        proto_sanitize(shown, sizeof(shown), name, n);
                         set_err(err, errlen,
                                 "%s \"%s\" may not contain '/', ':' or control characters", what,
-                                name);
+                                shown);
                         return FERRY_EINVAL;
                 }
         }
@@ -448,10 +638,15 @@ int proto_validate_logical_path(const char *path, char *err, size_t errlen)
                 return FERRY_EINVAL;
         }
         for (p = path; *p; p++) {
-                if ((unsigned char)*p < 0x20 || *p == '\\' || *p == 0x7f) {
+                if ((unsigned char)*p < 0x20 || *p == '\\' || *p == 0x7f ||
+                    ((unsigned char)p[0] == 0xc2 && (unsigned char)p[1] >= 0x80 &&
+                     (unsigned char)p[1] < 0xa0)) {
+                        char shown[128];
+
+                        proto_sanitize(shown, sizeof(shown), path, n);
                         set_err(err, errlen,
                                 "logical path \"%s\" contains a backslash or control character",
-                                path);
+                                shown);
                         return FERRY_EINVAL;
                 }
         }

@@ -57,6 +57,20 @@ int proto_decoder_next(struct proto_decoder *dec, const char **json, size_t *len
 /* True when a partial frame is buffered (a peer that leaves now left mid-frame). */
 bool proto_decoder_partial(const struct proto_decoder *dec);
 
+/* ---- UTF-8 ---- */
+
+/* True when the `len` bytes at s are well-formed UTF-8 (no overlongs, surrogates, > U+10FFFF). */
+bool proto_utf8_valid(const char *s, size_t len);
+/* Cut an incomplete character off the end of s (after a truncating snprintf). */
+void proto_utf8_trim(char *s);
+/*
+ * Copy text from a peer (a server's message, a client's name) into dst for a
+ * log line or a message: control characters (C0, DEL, C1) and bytes that are
+ * not UTF-8 become visible escapes (\xNN, \uNNNN), the result is cut at a
+ * character boundary to fit dstlen. Returns the length written.
+ */
+size_t proto_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen);
+
 /* ---- envelopes ---- */
 
 cJSON *proto_request_new(uint64_t id, const char *op);
@@ -68,8 +82,9 @@ cJSON *proto_reply_error(uint64_t id, int code, const char *fmt, ...)
 /*
  * Parse a request frame. On success return 0 with *out owning the object and
  * *id, *op pointing into it. On failure return FERRY_EPROTO (not JSON, not an
- * object, missing/ill-typed id or op) with a message in err; *id is the
- * request's id when it could be read, else 0.
+ * object, missing/ill-typed id or op) or FERRY_EINVAL (not UTF-8, or a string
+ * holding NUL) with a message in err; *id is the request's id when it could
+ * be read, else 0.
  */
 int proto_request_parse(const char *json, size_t len, cJSON **out, uint64_t *id, const char **op,
                         char *err, size_t errlen);

@@ -5,9 +5,8 @@ set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config git
           libuv1-dev libcurl4-openssl-dev libcjson-dev libsqlite3-dev libssl-dev libexpat1-dev
-          python3 python3-pip python3-setuptools clang-format sqlite3 curl)
-# Node.js (for the S3 test server) only when no npm is on PATH already.
-command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
+          python3 python3-pip python3-setuptools clang-format sqlite3 curl
+          clang libclang-rt-14-dev llvm)  # clang, libFuzzer's runtime, llvm-symbolizer: the fuzz tests
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -29,13 +29,20 @@ Running
 
   ``si.url`` is ``http://127.0.0.1:<port>/clientlib/`` (a value for
   COMET_URL_OVERRIDE).  ``si.snapshot()``, ``si.set_faults()``,
-  ``si.set_down()`` and ``si.reset_counts()`` work without HTTP.
+  ``si.set_down()``, ``si.set_config()`` and ``si.reset_counts()`` work
+  without HTTP.  ``si.stop()`` returns promptly even while responses are
+  being trickled or streamed (see "Fault rules"): those connections are shut
+  down and their handlers end.
 
 HTTP behaviour
 ==============
 
-HTTP/1.1 with keep-alive.  Every response carries Content-Length.  Request
-bodies may use Content-Length or ``Transfer-Encoding: chunked``.
+HTTP/1.1 with keep-alive.  Every response carries Content-Length, except
+the ``trickle`` (unlimited) and ``endless`` fault answers, which are
+delimited by closing the connection.  Request lines (method, path and query
+string) may be up to 1 MiB long (longer: 414, connection closed) -- enough
+for the longest artifactVersionId that ``version_id_length`` can make.
+Request bodies may use Content-Length or ``Transfer-Encoding: chunked``.
 ``Expect: 100-continue`` is honoured lazily: "100 Continue" is sent only when
 the server actually starts reading the body; a request refused before that
 (fault, validation error) gets its final response at once together with
@@ -85,7 +92,9 @@ Endpoints (short names in brackets are used by counts and fault rules)
                    "alias": [..]|null, "versionTags": [..]|null,
                    "versionMetadata": "<JSON object as a string>"|null}
                    -> {"artifactId", "artifactVersionId", "currentVersion",
-                   "previousVersion"}.  The artifact is keyed by (experiment's
+                   "previousVersion"}.  artifactVersionId: 32 hex digits, or
+                   see ``version_id_length`` under "Control API".
+                   The artifact is keyed by (experiment's
                    workspace, artifactName); its type is fixed by the first
                    upsert (a different later type is ignored).  version null:
                    1.0.0, then next major of the highest version.
@@ -140,7 +149,13 @@ POST /_standin/faults ``{"rules": [rule, ...]}`` replaces all rules.  Rule::
 
     {"endpoint": "<short name>"|"*", "status": 503, "probability": 1.0,
      "retry_after": null, "reset": false, "delay": 0.0, "count": null,
-     "match_file": null, "msg": null, "sdk_error_code": 0}
+     "match_file": null, "msg": null, "sdk_error_code": 0,
+     "reset_after_body": false, "respond": null, "html": false,
+     "trickle": null, "endless": null}
+
+Unknown fields (also inside ``respond``, ``trickle`` and ``endless``) and
+values of the wrong type or range are refused with 400 (the whole rule list
+is then left unchanged).
 
 For each non-control request (including unknown paths) the rules are checked
 in order; the FIRST matching rule applies and no further rule is looked at.
@@ -149,19 +164,72 @@ fileName query parameter, ``count`` (if set) is > 0, and random() <
 probability (the random number is drawn only if the other conditions hold).
 A match decrements ``count``.  Effects, in order:
 
-* ``delay`` seconds of sleep.  A rule with only a delay then lets the request
-  proceed normally (slow response).
+* ``delay`` seconds of sleep (cut short when the stand-in stops).  A rule
+  with only a delay then lets the request proceed normally (slow response).
 * ``reset``: the connection is closed with RST (SO_LINGER 0), no response.
   uploadAsset: after reading part of the body (half of Content-Length, at
   most 1 MiB; 64 KiB of a chunked body) -- "reset mid-body".  getAsset: after
   sending the headers and half of the file -- "reset mid-download".
   Others: right after the request headers.
+* ``reset_after_body``: true: the whole request body is read (with
+  ``Expect: 100-continue`` that sends "100 Continue") and discarded, then the
+  connection is closed with RST and no response -- "the server took the
+  upload and the connection died before the answer".  Meant for uploadAsset,
+  works on any endpoint (without a body it is the same as ``reset``).  The
+  upload is NOT stored (faulted requests change no state).
+* ``respond``: ``{"status": 200, "content_type": "application/json",
+  "body": "", "headers": []}`` (every key optional; these are the defaults):
+  the request is answered with exactly that status (200-599; 204 and 304
+  only with an empty body), that Content-Type (``null``: no Content-Type
+  header), that body (a string, sent as UTF-8, with a matching
+  Content-Length) and these extra headers (``[[name, value], ...]``;
+  Content-Length and Transfer-Encoding are refused; ``["Connection",
+  "close"]`` makes the stand-in close the connection after the answer).
+  Models a web page, a captive portal, a proxy's answer, JSON that lacks
+  fields (``{"status": 200, "body": "{}"}``), truncated JSON, etc.  The
+  request body is drained first as for ``status`` (see "HTTP behaviour"), so
+  a keep-alive connection stays usable.
+* ``html``: true: shorthand for ``respond`` 200, ``text/html;
+  charset=utf-8``, a small login-page-like HTML document (a captive portal).
+* ``trickle``: ``{"interval": 1.0, "bytes": null, "status": 200}`` (all
+  optional; interval 0 < seconds <= 86400, bytes null or an integer >= 0, status
+  200-599 except 204/304).  The request body is drained (not if the client
+  waits for "100 Continue": it is never asked for), then the status line and
+  headers are sent at once -- ``Content-Type: application/json``,
+  ``Connection: close``, ``Content-Length: <bytes>`` only when bytes is not
+  null -- and then ONE byte of the body every ``interval`` seconds (the
+  first one ``interval`` after the headers).  The body is the JSON document
+  ``{"pad":"xxx...x"}``: with ``bytes`` N >= 10 exactly N bytes long and
+  complete (N < 10: its first N bytes), after which the connection is
+  closed; with ``bytes`` null it never completes and bytes keep coming until
+  the client closes the connection or the stand-in stops.  Bytes the client
+  sends meanwhile are read and discarded; the handler notices a client that
+  closed within ~0.2 s (not at the next byte).
+* ``endless``: ``{"status": 200, "chunk": 65536}`` (both optional; status
+  200-599 except 204/304, chunk 1..16 MiB): like trickle (body drained,
+  ``Content-Type: application/json``, no Content-Length, ``Connection:
+  close``) but the body -- ``{"pad":"xxxx...`` -- never ends and is sent as
+  fast as the client reads it, ``chunk`` bytes per send() call, until the
+  client closes the connection or the stand-in stops.
 * ``status`` (400-599): that status with a JSON error body (``msg`` /
-  ``sdk_error_code`` if given), plus ``Retry-After: <retry_after>`` when
-  given (integers are sent as integers, other numbers verbatim).
+  ``sdk_error_code`` if given).
+
+``retry_after``: a number (seconds; integers and integral floats are sent as
+integers, other numbers verbatim, e.g. "2.5") or a non-empty string sent
+verbatim (an HTTP-date like "Fri, 01 Jan 2100 00:00:00 GMT", "999999999",
+or garbage).  It adds ``Retry-After: <value>`` to whatever answer the rule
+sends (status, respond, html, trickle, endless).
+
+``reset``, ``reset_after_body``, ``respond``, ``html``, ``trickle``,
+``endless`` and ``status`` each answer the request; a rule may have at most
+one of them, except that ``reset`` together with ``status`` is still
+accepted (``reset`` wins, as it always did).
 
 Faulted requests change no state.  Random numbers come from
 random.Random(seed) (``--seed``/``seed=``, default time-based) under a lock.
+The requests log names the effect in ``fault``: "reset", "reset_after_body",
+"respond", "html", "trickle", "endless" or "status" (a delay alone is not a
+fault).  Trickle and endless entries also get ``sent``: body bytes sent.
 
 Control API (no auth; never faulted; works while "down")
 ========================================================
@@ -178,17 +246,40 @@ GET  /_standin/state  -> {
                                      faulted ones included
   "down": bool, "down_counts": {"<short name>": n},   refused while down
   "faults": [rules, with count as remaining now],
-  "requests": [{"t", "method", "path", "endpoint", "status", "fault"?,
-                "versionId"?, "fileName"?}]}    (last 10000, arrival order)
+  "config": {"version_id_length": null|n},
+  "requests": [{"t", "method", "path", "endpoint", "status", "done",
+                "fault"?, "sent"?, "versionId"?, "fileName"?}]}
+                                     (last 10000, arrival order)
 
   An asset's ``uploads`` counts upload requests that succeeded for that
   fileName in that version (overwrites included), so "no asset uploaded twice"
   is ``uploads == 1``.  ``path`` is where its bytes are stored (null for
-  remote assets).  A request's ``path`` has no query string; its ``t`` is the wall-clock time (time.time()) at
-  which its request line arrived; ``status`` is null while the request is in
-  flight and 0 when the connection was reset without a response.
-  ``versionId`` is the artifactVersionId the request named (for upsert: the
-  one it created).
+  remote assets).  A request's ``path`` has no query string; its ``t`` is
+  the wall-clock time (time.time()) at which its request line arrived.
+  ``status`` is null while the stand-in has not started to answer; it is
+  set, final, BEFORE the first byte of the answer is sent (so a client that
+  has read a response always finds its status here), and is 0 when the
+  connection was reset, or lost before an answer was started (a "reset
+  mid-download" is 0 although its headers said 200; a trickle or endless
+  answer keeps the status it sent -- see ``sent``).  ``done`` is the
+  wall-clock time at which the stand-in finished with the request (answer
+  written, connection reset, or client gone), null before; it may lag the
+  client's reading by a moment.  ``versionId`` / ``fileName``: the
+  artifactVersionId (query ``artifactVersionId`` or ``versionId``; for
+  state/labels the body's; for upsert the one it created) and fileName the
+  request named, exactly as received (percent-decoded, full length, also when
+  empty); absent when the request named none.
+GET  /_standin/faults -> {"rules": [...]}
+POST /_standin/faults {"rules": [...]}  -> {"rules": n}; invalid rule -> 400
+GET  /_standin/config -> {"version_id_length": null|n}
+POST /_standin/config {"version_id_length": n|null} -> the whole config.
+     Keys given replace their value; unknown keys or bad values -> 400 and
+     nothing changes.  ``version_id_length`` n (32..100000): upserts from now
+     on create artifactVersionIds of exactly n characters [A-Za-z0-9]; null
+     (the default): 32 lower-case hex digits (uuid4).  Such ids are accepted
+     everywhere an id is (query strings, JSON bodies, look-ups).  Also
+     ``si.set_config(version_id_length=n)`` / ``StandInClient.set_config``.
+     Kept across reset-counts.
 GET  /_standin/faults -> {"rules": [...]}
 POST /_standin/faults {"rules": [...]}  -> {"rules": n}; invalid rule -> 400
 POST /_standin/down {"down": true|false}: while down every non-control
@@ -207,8 +298,10 @@ import json
 import os
 import random
 import re
+import select
 import signal
 import socket
+import string
 import struct
 import sys
 import threading
@@ -221,6 +314,29 @@ CHUNK = 1 << 20              # body read size
 JSON_LIMIT = 16 << 20        # largest JSON body accepted
 FIELD_LIMIT = 16 << 20       # largest non-file multipart part kept in memory
 LOG_LIMIT = 10000            # requests log length
+REQUEST_LINE_LIMIT = 1 << 20 # longest request line accepted (else 414)
+POLL = 0.2                   # how often streaming handlers look for stop
+VERSION_ID_MIN, VERSION_ID_MAX = 32, 100000   # config version_id_length
+
+# Body of trickle/endless answers: {"pad":"xxx..."}; complete when cut to n.
+PAD_HEAD, PAD_TAIL = b'{"pad":"', b'"}'
+
+# Answer of {"html": true}: what a captive portal or an SSO proxy sends.
+LOGIN_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Sign in – Guest Network</title></head>
+<body>
+<h1>Sign in to continue</h1>
+<p>You must accept the terms of use before you can access the Internet.</p>
+<form method="post" action="/login">
+<label>User name <input name="username" autocomplete="username"></label>
+<label>Password <input type="password" name="password"></label>
+<label><input type="checkbox" name="accept"> I accept the terms</label>
+<button type="submit">Sign in</button>
+</form>
+</body>
+</html>
+"""
 
 # Error codes Comet's SDKs know.
 SDK_NOT_FOUND = 624523
@@ -331,6 +447,26 @@ def metadata_string(value, field):
 
 def query_bool(value):
     return value is not None and value.strip().lower() in ("true", "1", "yes")
+
+
+_ID_CHARS = (string.ascii_letters + string.digits).encode()
+_ID_TABLE = bytes(_ID_CHARS[i % len(_ID_CHARS)] for i in range(256))
+_ID_DROP = bytes(range(256 - 256 % len(_ID_CHARS), 256))   # no modulo bias
+
+
+def random_id(length):
+    """A random string of exactly `length` characters [A-Za-z0-9]."""
+    out = b""
+    while len(out) < length:
+        out += os.urandom(length - len(out) + 16).translate(_ID_TABLE,
+                                                            _ID_DROP)
+    return out[:length].decode()
+
+
+def pad_body(n):
+    """The trickle body cut to n bytes: complete JSON when n >= 10."""
+    doc = PAD_HEAD + b"x" * max(0, n - len(PAD_HEAD) - len(PAD_TAIL)) + PAD_TAIL
+    return doc[:n]
 
 
 # ------------------------------------------------------------ body reading
@@ -540,8 +676,11 @@ class Artifact:
 
 
 class Version:
-    def __init__(self, artifact, version, experiment_key):
-        self.id = uuid.uuid4().hex
+    def __init__(self, artifact, version, experiment_key, id_=None):
+        self.id = id_ or uuid.uuid4().hex
+        # Directory of its blobs: long ids do not fit in a file name.
+        self.blob_dir = (self.id if len(self.id) <= 64 else
+                         hashlib.sha256(self.id.encode()).hexdigest())
         self.artifact = artifact
         self.version = version
         self.key = semver_key(version)
@@ -579,7 +718,11 @@ class Asset:
 
 class Fault:
     FIELDS = {"endpoint", "status", "probability", "retry_after", "reset",
-              "delay", "count", "match_file", "msg", "sdk_error_code"}
+              "delay", "count", "match_file", "msg", "sdk_error_code",
+              "reset_after_body", "respond", "html", "trickle", "endless"}
+    # Fields that answer the request; at most one per rule (but see below).
+    ANSWERS = ("reset", "reset_after_body", "respond", "html", "trickle",
+               "endless", "status")
 
     def __init__(self, rule):
         if not isinstance(rule, dict):
@@ -598,7 +741,12 @@ class Fault:
             raise ApiError(400, "fault status must be an integer 400-599")
         self.probability = self._number(rule, "probability", 1.0)
         self.retry_after = rule.get("retry_after")
-        if self.retry_after is not None:
+        if isinstance(self.retry_after, str):
+            if (not self.retry_after.strip()
+                    or re.search(r"[\x00-\x1f\x7f]", self.retry_after)):
+                raise ApiError(400, "fault retry_after string must be "
+                               "non-empty, without control characters")
+        elif self.retry_after is not None:
             self._number(rule, "retry_after", 0)
         self.reset = bool(rule.get("reset", False))
         self.delay = self._number(rule, "delay", 0.0)
@@ -608,6 +756,101 @@ class Fault:
         self.match_file = rule.get("match_file")
         self.msg = rule.get("msg") or "stand-in fault injection"
         self.sdk_error_code = rule.get("sdk_error_code", 0)
+        self.reset_after_body = self._flag(rule, "reset_after_body")
+        self.html = self._flag(rule, "html")
+        self.respond = self._respond(rule.get("respond"))
+        self.trickle = self._sub(rule, "trickle", {
+            "interval": (1.0, lambda v: self._is_number(v) and 0 < v <= 86400,
+                         "a number of seconds > 0"),
+            "bytes": (None, lambda v: v is None or (type(v) is int and v >= 0),
+                      "null or an integer >= 0"),
+            "status": (200, self._stream_status, "an integer 200-599, not "
+                       "204/304")})
+        self.endless = self._sub(rule, "endless", {
+            "status": (200, self._stream_status, "an integer 200-599, not "
+                       "204/304"),
+            "chunk": (65536, lambda v: type(v) is int and 1 <= v <= 16 << 20,
+                      "an integer 1..16777216")})
+        answers = [f for f in self.ANSWERS
+                   if rule.get(f) not in (None, False)]
+        if len(answers) > 1 and set(answers) != {"reset", "status"}:
+            raise ApiError(400, "a fault rule can have only one of %s (got "
+                           "%s)" % (", ".join(self.ANSWERS),
+                                    ", ".join(answers)))
+
+    @staticmethod
+    def _is_number(v):
+        return not isinstance(v, bool) and isinstance(v, (int, float))
+
+    @staticmethod
+    def _stream_status(v):
+        return type(v) is int and 200 <= v <= 599 and v not in (204, 304)
+
+    @staticmethod
+    def _flag(rule, field):
+        v = rule.get(field, False)
+        if v is None:
+            return False
+        if not isinstance(v, bool):
+            raise ApiError(400, "fault %s must be true or false" % field)
+        return v
+
+    @staticmethod
+    def _sub(rule, field, spec):
+        """Validate an object-valued effect; returns it with defaults, or
+        None.  spec: key -> (default, check, what the check wants)."""
+        v = rule.get(field)
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            raise ApiError(400, "fault %s must be an object or null" % field)
+        unknown = set(v) - set(spec)
+        if unknown:
+            raise ApiError(400, "unknown field(s) in fault %s: %s"
+                           % (field, ", ".join(sorted(unknown))))
+        out = {}
+        for key, (default, check, what) in spec.items():
+            out[key] = v.get(key, default)
+            if not check(out[key]):
+                raise ApiError(400, "fault %s.%s must be %s"
+                               % (field, key, what))
+        return out
+
+    @classmethod
+    def _respond(cls, v):
+        if v is None:
+            return None
+        out = cls._sub({"respond": v}, "respond", {
+            "status": (200, lambda x: type(x) is int and 200 <= x <= 599,
+                       "an integer 200-599"),
+            "content_type": ("application/json",
+                             lambda x: x is None or (isinstance(x, str)
+                                                     and cls._header_ok(x)),
+                             "a string (no control characters) or null"),
+            "body": ("", lambda x: isinstance(x, str), "a string"),
+            "headers": ([], lambda x: isinstance(x, list), "a list")})
+        if out["status"] in (204, 304) and out["body"]:
+            raise ApiError(400, "fault respond: status %d cannot have a body"
+                           % out["status"])
+        headers = []
+        for h in out["headers"]:
+            if (not isinstance(h, list) or len(h) != 2
+                    or not all(isinstance(x, str) for x in h)
+                    or not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", h[0])
+                    or not cls._header_ok(h[1])):
+                raise ApiError(400, "fault respond.headers must be [[name, "
+                               "value], ...] (valid names, values without "
+                               "control characters)")
+            if h[0].lower() in ("content-length", "transfer-encoding"):
+                raise ApiError(400, "fault respond.headers: %s is set by the "
+                               "stand-in" % h[0])
+            headers.append((h[0], h[1]))
+        out["headers"] = headers
+        return out
+
+    @staticmethod
+    def _header_ok(value):
+        return not re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value)
 
     @staticmethod
     def _number(rule, field, default):
@@ -624,13 +867,27 @@ class Fault:
             ra = int(ra)
         return str(ra)
 
+    def extra_headers(self):
+        """Headers every answer of this rule carries."""
+        if self.retry_after is None:
+            return []
+        return [("Retry-After", self.retry_after_header())]
+
     def describe(self):
+        respond = None
+        if self.respond is not None:
+            respond = dict(self.respond,
+                           headers=[list(h) for h in self.respond["headers"]])
         return {"endpoint": self.endpoint, "status": self.status,
                 "probability": self.probability,
                 "retry_after": self.retry_after, "reset": self.reset,
                 "delay": self.delay, "count": self.count,
                 "match_file": self.match_file, "msg": self.msg,
-                "sdk_error_code": self.sdk_error_code}
+                "sdk_error_code": self.sdk_error_code,
+                "reset_after_body": self.reset_after_body,
+                "respond": respond, "html": self.html,
+                "trickle": None if self.trickle is None else dict(self.trickle),
+                "endless": None if self.endless is None else dict(self.endless)}
 
 
 # ------------------------------------------------------------- the server
@@ -653,7 +910,9 @@ class StandIn:
         self.counts = collections.Counter()
         self.down_counts = collections.Counter()
         self.requests = collections.deque(maxlen=LOG_LIMIT)
+        self.config = {"version_id_length": None}
         self.connections = set()
+        self.stopping = threading.Event()   # tells streaming handlers to end
         self.server = None
         self.thread = None
         self.port = None
@@ -663,6 +922,7 @@ class StandIn:
     # --- lifecycle
 
     def start(self, port=0):
+        self.stopping.clear()
         self.server = _Server(("127.0.0.1", port), self)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever,
@@ -674,6 +934,7 @@ class StandIn:
     def stop(self):
         if self.server is None:
             return
+        self.stopping.set()
         self.server.shutdown()
         with self.lock:
             conns = list(self.connections)
@@ -711,6 +972,36 @@ class StandIn:
         with self.lock:
             self.down = bool(down)
 
+    def set_config(self, config=None, **settings):
+        """Change settings (see POST /_standin/config); returns all of them.
+        Raises ApiError (400) on unknown keys or bad values, changing
+        nothing."""
+        if config is None:
+            config = {}
+        if not isinstance(config, dict):
+            raise ApiError(400, "config must be a JSON object")
+        config = dict(config, **settings)
+        unknown = set(config) - set(self.config)
+        if unknown:
+            raise ApiError(400, "unknown config key(s): %s"
+                           % ", ".join(sorted(unknown)))
+        n = config.get("version_id_length")
+        if n is not None and (type(n) is not int
+                              or not VERSION_ID_MIN <= n <= VERSION_ID_MAX):
+            raise ApiError(400, "version_id_length must be null or an "
+                           "integer %d..%d" % (VERSION_ID_MIN, VERSION_ID_MAX))
+        with self.lock:
+            self.config.update(config)
+            return dict(self.config)
+
+    def new_version_id(self):
+        """An unused artifactVersionId, as configured (under lock)."""
+        while True:
+            n = self.config["version_id_length"]
+            vid = uuid.uuid4().hex if n is None else random_id(n)
+            if vid not in self.versions:
+                return vid
+
     def reset_counts(self):
         with self.lock:
             self.counts.clear()
@@ -742,6 +1033,14 @@ class StandIn:
         with self.lock:
             entry.update(fields)
 
+    def finish_request(self, entry, status):
+        """The handler is done with a request: its status, if none was
+        logged yet (0: no response), and the time."""
+        with self.lock:
+            if entry["status"] is None:
+                entry["status"] = status or 0
+            entry["done"] = time.time()
+
     def snapshot(self):
         """The registry, counters and requests log, as GET /_standin/state."""
         with self.lock:
@@ -756,6 +1055,7 @@ class StandIn:
                 "down": self.down,
                 "down_counts": dict(self.down_counts),
                 "faults": [f.describe() for f in self.faults],
+                "config": dict(self.config),
                 "requests": [dict(r) for r in self.requests],
             }
 
@@ -862,7 +1162,7 @@ class StandIn:
                 self.artifacts_by_id[art.artifact_id] = art
             elif art.type is None:
                 art.type = type_
-            v = Version(art, version, exp_key)
+            v = Version(art, version, exp_key, self.new_version_id())
             art.versions.append(v)
             self.versions[v.id] = v
             v.tags = tags
@@ -1043,7 +1343,7 @@ class StandIn:
             if link is not None:
                 s.remote, s.link = True, link
             else:
-                d = os.path.join(self.data_dir, "blobs", v.id)
+                d = os.path.join(self.data_dir, "blobs", v.blob_dir)
                 os.makedirs(d, exist_ok=True)
                 s.path = os.path.join(d, uuid.uuid4().hex)
                 os.replace(tmp_path, s.path)
@@ -1105,12 +1405,49 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     linger = False            # close gracefully, discarding unread input
     detached = False          # socket already closed by _reset()
+    entry = None              # the current request's log entry, if logged
+
+    def handle_one_request(self):
+        # http.server's own, but with request lines up to REQUEST_LINE_LIMIT
+        # instead of 64 KiB (long artifactVersionIds in query strings).
+        try:
+            self.raw_requestline = self.rfile.readline(REQUEST_LINE_LIMIT + 1)
+            if len(self.raw_requestline) > REQUEST_LINE_LIMIT:
+                self.requestline = ""
+                self.request_version = ""
+                self.command = ""
+                self.linger = True    # the rest of the line is still coming
+                self.send_error(http.HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            mname = "do_" + self.command
+            if not hasattr(self, mname):
+                self.send_error(http.HTTPStatus.NOT_IMPLEMENTED,
+                                "Unsupported method (%r)" % self.command)
+                return
+            getattr(self, mname)()
+            self.wfile.flush()
+        except TimeoutError as e:
+            self.log_error("Request timed out: %r", e)
+            self.close_connection = True
 
     def parse_request(self):
         self.arrived = time.time()
         self.expect_pending = False
         self.body_broken = False
+        self.entry = None
         return super().parse_request()
+
+    def _set_status(self, status):
+        """Log the status of the answer; called BEFORE its first byte is
+        sent, so that a client that has read it finds it in the log."""
+        self.resp_status = status
+        if self.entry is not None:
+            self.standin.update_request(self.entry, status=status)
 
     def _lingering_close(self):
         """Half-close, then discard input for a while, so that a body the
@@ -1163,7 +1500,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _reset(self):
         """Close the connection with RST and no response."""
-        self.resp_status = 0
+        self._set_status(0)
         self.close_connection = True
         self.detached = True
         try:
@@ -1199,7 +1536,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _send_json(self, status, obj, headers=()):
         self._finish_body()
         data = json.dumps(obj).encode()
-        self.resp_status = status
+        self._set_status(status)
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -1233,6 +1570,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _dispatch(self):
         si = self.standin
         self.resp_status = None
+        self.entry = None
         split = urllib.parse.urlsplit(self.path)
         path = split.path
         self.query = {k: v[0] for k, v in urllib.parse.parse_qs(
@@ -1256,10 +1594,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._reset()
             return
         entry = {"t": self.arrived, "method": self.command, "path": path,
-                 "endpoint": short, "status": None}
+                 "endpoint": short, "status": None, "done": None}
         for qk, ek in (("artifactVersionId", "versionId"),
                        ("versionId", "versionId"), ("fileName", "fileName")):
-            if self.query.get(qk):
+            if qk in self.query:
                 entry[ek] = self.query[qk]
         self.entry = entry
         si.log_request(entry)
@@ -1286,20 +1624,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_error(ApiError(400, "malformed request body: %s" % e))
         except ClientGone:
             self.close_connection = True
-            self.resp_status = 0
         except Exception as e:               # a bug in the stand-in
             traceback.print_exc()
             self.body_broken = True
-            self._send_error(ApiError(500, "stand-in internal error: %r" % e))
+            if self.resp_status is None:
+                self._send_error(ApiError(500, "stand-in internal error: %r"
+                                          % e))
+            else:
+                self.close_connection = True
         finally:
-            si.update_request(entry, status=self.resp_status)
+            si.finish_request(entry, self.resp_status)
 
     def _apply_fault(self, fault, short):
         """Apply a fault rule; True if the request was answered by it."""
+        si = self.standin
         if fault.delay:
-            time.sleep(fault.delay)
+            si.stopping.wait(fault.delay)
         if fault.reset:
-            self.standin.update_request(self.entry, fault="reset")
+            si.update_request(self.entry, fault="reset")
             if short == "uploadAsset":
                 try:
                     want = (min(max(self.body.remaining // 2, 1), CHUNK)
@@ -1316,15 +1658,136 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._get_asset(reset_midway=True)
             self._reset()
             return True
+        if fault.reset_after_body:
+            si.update_request(self.entry, fault="reset_after_body")
+            try:
+                self.body.drain()
+            except (BadBody, ClientGone):
+                pass
+            self._reset()
+            return True
+        if fault.respond is not None or fault.html:
+            r = fault.respond or {"status": 200, "body": LOGIN_PAGE,
+                                  "content_type": "text/html; charset=utf-8",
+                                  "headers": []}
+            si.update_request(self.entry,
+                              fault="html" if fault.html else "respond")
+            self._send_raw(r["status"], r["content_type"],
+                           r["body"].encode("utf-8"),
+                           fault.extra_headers() + r["headers"])
+            return True
+        if fault.trickle is not None:
+            si.update_request(self.entry, fault="trickle")
+            self._trickle(fault)
+            return True
+        if fault.endless is not None:
+            si.update_request(self.entry, fault="endless")
+            self._endless(fault)
+            return True
         if fault.status is not None:
-            self.standin.update_request(self.entry, fault="status")
-            headers = []
-            if fault.retry_after is not None:
-                headers.append(("Retry-After", fault.retry_after_header()))
+            si.update_request(self.entry, fault="status")
             self._send_error(ApiError(fault.status, fault.msg,
-                                      fault.sdk_error_code, headers))
+                                      fault.sdk_error_code,
+                                      fault.extra_headers()))
             return True
         return False
+
+    def _send_raw(self, status, content_type, data, headers=()):
+        """Answer with exactly this status, Content-Type (None: none) and
+        body, plus headers; the request body is dealt with first."""
+        self._finish_body()
+        self._set_status(status)
+        try:
+            self.send_response(status)
+            if content_type is not None:
+                self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in headers:
+                self.send_header(k, v)
+            if self.close_connection and not any(
+                    k.lower() == "connection" for k, _ in headers):
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True
+
+    def _start_stream(self, fault, status, length=None):
+        """Status line and headers of a trickle/endless answer, which ends
+        with the connection.  False if the client is already gone."""
+        self._finish_body()
+        self.close_connection = True
+        self._set_status(status)
+        self.standin.update_request(self.entry, sent=0)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            if length is not None:
+                self.send_header("Content-Length", str(length))
+            for k, v in fault.extra_headers():
+                self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            return True
+        except OSError:
+            return False
+
+    def _client_present(self, timeout):
+        """Wait up to `timeout` seconds, discarding what the client sends.
+        False as soon as the client has closed the connection (or it broke)
+        or the stand-in is stopping; True after the wait otherwise."""
+        sock = self.connection
+        deadline = time.monotonic() + timeout
+        while not self.standin.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            try:
+                readable, _, _ = select.select([sock], [], [], min(left, POLL))
+                if readable and not sock.recv(65536):
+                    return False
+            except (OSError, ValueError):
+                return False
+        return False
+
+    def _trickle(self, fault):
+        t = fault.trickle
+        n = t["bytes"]
+        sent = 0
+        if self._start_stream(fault, t["status"], n):
+            body = pad_body(n) if n is not None else PAD_HEAD
+            while n is None or sent < n:
+                if not self._client_present(t["interval"]):
+                    break
+                byte = body[sent:sent + 1] if sent < len(body) else b"x"
+                try:
+                    self.connection.sendall(byte)
+                except OSError:
+                    break
+                sent += 1
+            else:
+                self.linger = True       # complete: let the client read it
+        self.standin.update_request(self.entry, sent=sent)
+
+    def _endless(self, fault):
+        e = fault.endless
+        sock = self.connection
+        sent = 0
+        if self._start_stream(fault, e["status"]):
+            chunk = b"x" * e["chunk"]
+            try:
+                sock.sendall(PAD_HEAD)
+                sent = len(PAD_HEAD)
+                while not self.standin.stopping.is_set():
+                    readable, writable, _ = select.select([sock], [sock], [],
+                                                          POLL)
+                    if readable and not sock.recv(65536):
+                        break              # the client closed
+                    if writable:
+                        sent += sock.send(chunk)
+            except (OSError, ValueError):
+                pass
+        self.standin.update_request(self.entry, sent=sent)
 
     def _control(self, path):
         si = self.standin
@@ -1344,6 +1807,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     raise ApiError(400, "down must be true or false")
                 si.set_down(down)
                 result = {"down": down}
+            elif path == "/_standin/config" and cmd == "GET":
+                result = si.snapshot()["config"]
+            elif path == "/_standin/config" and cmd == "POST":
+                result = si.set_config(self._json_body())
             elif path == "/_standin/reset-counts" and cmd == "POST":
                 self.body.drain()
                 si.reset_counts()
@@ -1412,19 +1879,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with f:
             size = os.fstat(f.fileno()).st_size
             self._finish_body()
-            self.resp_status = 200
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(size))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
+            # A reset mid-download ends as "no response": 0, logged now.
+            self._set_status(0 if reset_midway else 200)
             count = size // 2 if reset_midway else size
-            if count:
-                try:
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(size))
+                if self.close_connection:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                if count:
                     self.connection.sendfile(f, 0, count)
-                except OSError:
-                    self.close_connection = True
+            except OSError:
+                self.close_connection = True
 
     def h_uploadAsset(self):
         si = self.standin
@@ -1519,6 +1987,14 @@ class StandInClient:
 
     def set_down(self, down):
         return self._call("POST", "/_standin/down", {"down": bool(down)})
+
+    def config(self):
+        return self._call("GET", "/_standin/config")
+
+    def set_config(self, config=None, **settings):
+        """set_config(version_id_length=500); None restores the default."""
+        return self._call("POST", "/_standin/config",
+                          dict(config or {}, **settings))
 
     def reset_counts(self):
         return self._call("POST", "/_standin/reset-counts", {})

@@ -23,8 +23,11 @@ class CometTestCase(FerryTestCase):
     extra_env = {}
 
     def setUp(self):
+        import shutil
         import tempfile
         self.standin_dir = tempfile.mkdtemp(prefix="ferry-standin-")
+        # Cleanups run last-registered first: the directory goes after the stand-in stops.
+        self.addCleanup(shutil.rmtree, self.standin_dir, True)
         self.standin = StandIn(self.standin_dir, api_key=API_KEY, seed=42)
         self.port = self.standin.start()
         self.addCleanup(self.standin.stop)
@@ -34,11 +37,6 @@ class CometTestCase(FerryTestCase):
         env.update(self.extra_env)
         self.daemon_env = env
         super().setUp()
-
-    def tearDown(self):
-        super().tearDown()
-        import shutil
-        shutil.rmtree(self.standin_dir, ignore_errors=True)
 
     def state(self):
         return self.standin.snapshot()

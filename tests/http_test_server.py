@@ -252,6 +252,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 n = min(CHUNK, total - offset)
                 self.wfile.write(download_block(offset, n))
                 offset += n
+        elif path == "/endless":
+            # An error status whose body never ends (until the client goes away).
+            self.send_response(int(query.get("status", "503")))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                while True:
+                    self.wfile.write(b"x" * 65536)
+            except OSError:
+                pass
+        elif path == "/html":
+            self.reply(200, b"<html><body>Sign in to continue</body></html>",
+                       headers=[("Content-Type", "text/html; charset=utf-8")])
         elif path == "/redirect":
             self.reply(302, b"", headers=[("Location", query.get("to", "/json"))])
         elif path == "/stats":

@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import urllib.parse
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import comet_standin  # noqa: E402
 from comet_standin import StandIn, StandInClient  # noqa: E402
 
 UPLOAD = "/api/rest/v2/write/experiment/upload-asset"
@@ -29,6 +31,9 @@ FILES = "/api/rest/v2/artifacts/version/files"
 GET_ASSET = "/api/rest/v2/experiment/asset/get-asset"
 ADD_RUN = "/clientlib/logger/add/run"
 IS_ALIVE = "/clientlib/isAlive/ver"
+ACCOUNT = "/api/rest/v2/account-details"
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      "comet_standin.py")
 
 
 def multipart(parts, boundary=None):
@@ -53,6 +58,43 @@ def qs(**params):
         {k: v for k, v in params.items() if v is not None})
 
 
+def read_head(f):
+    """Status line and headers from a socket file -> (status, headers)."""
+    status_line = f.readline()
+    headers = {}
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(status_line.split()[1]), headers
+
+
+def read_to_eof(sock, limit=None):
+    """What the peer sends until it closes (or resets) the connection."""
+    out = bytearray()
+    while limit is None or len(out) < limit:
+        try:
+            data = sock.recv(1 << 20)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        out += data
+    return bytes(out)
+
+
+def wait_for(func, timeout=10.0):
+    """Poll func() until it returns something true; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = func()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
 class StandInTestCase(unittest.TestCase):
     api_key = None
 
@@ -71,6 +113,7 @@ class StandInTestCase(unittest.TestCase):
     def tearDown(self):
         self.client.clear_faults()
         self.client.set_down(False)
+        self.client.set_config(version_id_length=None)
 
     # --- helpers
 
@@ -87,7 +130,7 @@ class StandInTestCase(unittest.TestCase):
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
             data = resp.read()
-            if resp.getheader("Content-Type") == "application/json":
+            if resp.getheader("Content-Type") == "application/json" and data:
                 data = json.loads(data)
             return resp.status, resp, data
         finally:
@@ -140,6 +183,25 @@ class StandInTestCase(unittest.TestCase):
         status, _, r = self.upsert(exp, name)
         self.assertEqual(status, 200, r)
         return exp, name, r["artifactVersionId"]
+
+    def raw_request(self, head):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        s.sendall(head)
+        f = s.makefile("rb")
+        return s, f
+
+    def read_response(self, f):
+        status, headers = read_head(f)
+        body = f.read(int(headers.get("content-length", 0)))
+        return status, headers, body
+
+    def entry(self, endpoint, **match):
+        """The last requests-log entry of endpoint (matching fields)."""
+        for r in reversed(self.si.snapshot()["requests"]):
+            if r["endpoint"] == endpoint and all(r.get(k) == v
+                                                 for k, v in match.items()):
+                return r
+        self.fail("no %s request logged with %r" % (endpoint, match))
 
     def assertConnectionBroken(self, func):
         with self.assertRaises((ConnectionError, http.client.HTTPException,
@@ -484,24 +546,6 @@ class TestHttp(StandInTestCase):
             body[:len(body) // 2], {"Content-Type": ctype})
         self.assertEqual(status, 400, r)
 
-    def raw_request(self, head, expect_continue=True):
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        s.sendall(head)
-        f = s.makefile("rb")
-        return s, f
-
-    def read_response(self, f):
-        status_line = f.readline()
-        headers = {}
-        while True:
-            line = f.readline()
-            if line in (b"\r\n", b""):
-                break
-            k, _, v = line.decode().partition(":")
-            headers[k.strip().lower()] = v.strip()
-        body = f.read(int(headers.get("content-length", 0)))
-        return int(status_line.split()[1]), headers, body
-
     def test_expect_100_continue(self):
         exp, _, vid = self.fresh_version()
         data = os.urandom(100_000)
@@ -591,14 +635,9 @@ class TestFaults(StandInTestCase):
                          "other")           # faulted: no state change
         time.sleep(1.0)
         self.assertEqual(self.upload(exp, vid, "slow", b"s" * 1000)[0], 200)
-        # The log entry's status is written just after the response is sent.
-        deadline = time.monotonic() + 10
-        while True:
-            reqs = [q for q in self.client.state()["requests"]
-                    if q.get("fileName") == "slow"]
-            if all(q["status"] is not None for q in reqs) or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
+        # The log entry's status is final before the response is sent.
+        reqs = [q for q in self.client.state()["requests"]
+                if q.get("fileName") == "slow"]
         self.assertEqual([q["status"] for q in reqs], [429, 200])
         self.assertEqual(reqs[0]["versionId"], vid)
         self.assertGreaterEqual(reqs[1]["t"] - reqs[0]["t"], 1.0)
@@ -653,6 +692,393 @@ class TestFaults(StandInTestCase):
         statuses = {self.call("GET", IS_ALIVE)[0] for _ in range(40)}
         self.assertEqual(statuses, {200, 503})
 
+    def test_status_logged_before_response(self):
+        """A client that has read an answer finds its status in the log,
+        even when the server thread pauses right after writing it."""
+
+        class SlowWriter:
+            def __init__(self, w):
+                self.w = w
+
+            def write(self, data):
+                n = self.w.write(data)
+                time.sleep(0.15)     # the server is slow to get on after it
+                return n
+
+            def __getattr__(self, name):
+                return getattr(self.w, name)
+
+        class SlowHandler(comet_standin._Handler):
+            def setup(self):
+                super().setup()
+                self.wfile = SlowWriter(self.wfile)
+
+        exp, _, vid = self.fresh_version()
+        _, _, r = self.upload(exp, vid, "g", b"bytes")
+        get_asset = GET_ASSET + qs(assetId=r["assetId"], artifactVersionId=vid)
+        cases = [  # (rules, method, path, body, status, fault)
+            ([], "GET", IS_ALIVE, None, 200, None),
+            ([], "GET", "/nope", None, 404, None),
+            ([], "POST", UPSERT, b"{", 400, None),
+            ([], "GET", get_asset, None, 200, None),
+            ([{"status": 503}], "GET", IS_ALIVE, None, 503, "status"),
+            ([{"respond": {"body": "{}"}}], "GET", IS_ALIVE, None, 200,
+             "respond"),
+            ([{"html": True}], "POST", UPSERT, b"{}", 200, "html"),
+            ([{"reset": True}], "GET", IS_ALIVE, None, 0, "reset"),
+            ([{"reset_after_body": True}], "POST", UPSERT, b"{}", 0,
+             "reset_after_body"),
+            ([{"trickle": {"interval": 60}}], "GET", IS_ALIVE, None, 200,
+             "trickle"),
+            ([{"endless": {"status": 502}}], "GET", IS_ALIVE, None, 502,
+             "endless"),
+        ]
+        server = self.si.server
+        server.RequestHandlerClass = SlowHandler
+        try:
+            for rules, method, path, body, status, fault in cases:
+                with self.subTest(path=path, rules=rules):
+                    self.si.set_faults(rules)
+                    conn = self.conn()
+                    try:
+                        conn.request(method, path, body=body)
+                        resp = conn.getresponse()
+                        got = resp.status
+                        if fault not in ("trickle", "endless"):
+                            resp.read()    # whole answer; headers otherwise
+                    except (ConnectionError, http.client.HTTPException):
+                        got = 0
+                    finally:
+                        last = self.si.snapshot()["requests"][-1]
+                        if got:
+                            resp.close()
+                        conn.close()
+                    self.assertEqual(got, status)
+                    self.assertEqual((last["path"], last["status"],
+                                      last.get("fault")),
+                                     (path.split("?")[0], status, fault))
+        finally:
+            server.RequestHandlerClass = comet_standin._Handler
+            self.si.set_faults([])
+        # the streams ended with their clients
+        self.assertTrue(wait_for(lambda: all(
+            r["done"] for r in self.si.snapshot()["requests"])))
+
+    def test_retry_after_strings(self):
+        for value, header in (("Fri, 01 Jan 2100 00:00:00 GMT",
+                               "Fri, 01 Jan 2100 00:00:00 GMT"),
+                              ("999999999", "999999999"), ("soon", "soon"),
+                              (2.5, "2.5"), (3.0, "3"), (7, "7")):
+            self.client.set_faults([{"endpoint": "isAlive", "status": 503,
+                                     "retry_after": value}])
+            status, resp, r = self.call("GET", IS_ALIVE)
+            self.assertEqual((status, r["code"]), (503, 503))
+            self.assertEqual(resp.getheader("Retry-After"), header)
+            self.assertEqual(self.client.state()["faults"][0]["retry_after"],
+                             value)
+        # on other answers too
+        self.client.set_faults([{"endpoint": "isAlive", "retry_after": "60",
+                                 "respond": {"status": 429, "body": ""}}])
+        status, resp, _ = self.call("GET", IS_ALIVE)
+        self.assertEqual((status, resp.getheader("Retry-After")), (429, "60"))
+
+    def test_respond(self):
+        page = "<html><body>Zugang verweigert \u2013 bitte anmelden</body></html>"
+        self.client.set_faults([
+            {"endpoint": "getVersion", "count": 1, "respond": {
+                "status": 200, "content_type": "text/html; charset=utf-8",
+                "body": page, "headers": [["X-Proxy", "squid/5"],
+                                          ["Set-Cookie", "s=1; Path=/"]]}},
+            {"endpoint": "getVersion", "count": 1, "respond": {
+                "status": 302, "content_type": None, "body": "",
+                "headers": [["Location", "http://portal.example/login"]]}},
+            {"endpoint": "getVersion", "count": 1, "respond": {
+                "status": 200, "content_type": "application/json",
+                "body": '{"artifactVersionId": "ab'}},
+            {"endpoint": "getVersion", "count": 1, "respond": {}},
+        ])
+        path = VERSION + qs(versionId="f" * 32)
+        status, resp, body = self.call("GET", path)
+        self.assertEqual(status, 200)
+        self.assertEqual(resp.getheader("Content-Type"),
+                         "text/html; charset=utf-8")
+        self.assertEqual(body, page.encode("utf-8"))
+        self.assertEqual(resp.getheader("Content-Length"), str(len(body)))
+        self.assertEqual(resp.getheader("X-Proxy"), "squid/5")
+        self.assertEqual(resp.getheader("Set-Cookie"), "s=1; Path=/")
+        status, resp, body = self.call("GET", path)
+        self.assertEqual((status, body), (302, b""))
+        self.assertIsNone(resp.getheader("Content-Type"))
+        self.assertEqual(resp.getheader("Location"),
+                         "http://portal.example/login")
+        conn = self.conn()
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        self.assertEqual((resp.status, resp.read()),
+                         (200, b'{"artifactVersionId": "ab'))
+        self.assertEqual(self.call("GET", path)[::2], (200, b""))  # defaults
+        # rules used up: the real answer again, on the same connection
+        status, _, r = self.call("GET", path, conn=conn)
+        self.assertEqual((status, r["sdk_error_code"]), (400, 624523))
+        conn.close()
+        log = [q for q in self.client.state()["requests"]
+               if q["endpoint"] == "getVersion"][-5:]
+        self.assertEqual([(q["status"], q.get("fault")) for q in log],
+                         [(200, "respond"), (302, "respond"),
+                          (200, "respond"), (200, "respond"), (400, None)])
+
+    def test_respond_to_upload_changes_nothing(self):
+        exp, _, vid = self.fresh_version()
+        self.client.set_faults([{"endpoint": "uploadAsset", "count": 2,
+                                 "respond": {"status": 200, "body": "{}"}}])
+        conn = self.conn()
+        self.ok("GET", IS_ALIVE, conn=conn)
+        sock = conn.sock
+        # body drained: the keep-alive connection stays usable
+        self.assertEqual(self.upload(exp, vid, "u", b"u" * 2_000_000,
+                                     conn=conn)[::2], (200, {}))
+        self.ok("GET", IS_ALIVE, conn=conn)
+        self.assertIs(conn.sock, sock)
+        conn.close()
+        self.assertEqual(self.version_state(vid)["assets"], [])
+        self.assertEqual(os.listdir(os.path.join(self.tmp.name, "tmp")), [])
+        # with Expect: 100-continue the body is never asked for
+        data = os.urandom(50_000)
+        body, ctype = multipart([("file", "u", data)])
+        s, f = self.raw_request((
+            "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+            "Content-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+            % (UPLOAD + qs(experimentKey=exp, artifactVersionId=vid,
+                           fileName="u"), ctype, len(body))).encode())
+        status, headers, r = self.read_response(f)
+        self.assertEqual((status, r, headers["connection"]),
+                         (200, b"{}", "close"))
+        self.assertEqual(f.read(), b"")
+        s.close()
+        self.assertEqual(self.version_state(vid)["assets"], [])
+        self.assertEqual(self.upload(exp, vid, "u", data)[0], 200)
+        (asset,) = self.version_state(vid)["assets"]
+        self.assertEqual(asset["uploads"], 1)
+        # Connection: close among the headers closes the connection
+        self.client.set_faults([{"endpoint": "isAlive", "respond": {
+            "body": "{}", "headers": [["Connection", "close"]]}}])
+        s, f = self.raw_request(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                                % IS_ALIVE.encode())
+        status, headers, r = self.read_response(f)
+        self.assertEqual((status, r, headers["connection"]),
+                         (200, b"{}", "close"))
+        self.assertEqual(f.read(), b"")
+        s.close()
+
+    def test_html(self):
+        exp = self.new_experiment()
+        self.client.set_faults([{"endpoint": "upsert", "html": True}])
+        status, resp, body = self.call("POST", UPSERT, {
+            "artifactName": "portal", "artifactType": "t",
+            "experimentKey": exp})
+        self.assertEqual(status, 200)
+        self.assertEqual(resp.getheader("Content-Type"),
+                         "text/html; charset=utf-8")
+        text = body.decode("utf-8")
+        self.assertTrue(text.startswith("<!DOCTYPE html>"), text)
+        self.assertIn("<form", text)
+        self.assertIn('type="password"', text)
+        self.assertFalse(any(a["name"] == "portal"
+                             for a in self.client.state()["artifacts"]))
+        self.assertEqual(self.entry("upsert")["fault"], "html")
+
+    def test_trickle_with_length(self):
+        self.client.set_faults([{"endpoint": "getFiles", "trickle": {
+            "interval": 0.1, "bytes": 12, "status": 200}, "count": 1},
+            {"endpoint": "getFiles", "trickle": {
+                "interval": 0.01, "bytes": 4, "status": 500}}])
+        t0 = time.monotonic()
+        s, f = self.raw_request(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                                % (FILES + qs(versionId="v" * 32)).encode())
+        status, headers = read_head(f)
+        self.assertEqual(status, 200)
+        self.assertEqual((headers["content-type"], headers["content-length"],
+                          headers["connection"]),
+                         ("application/json", "12", "close"))
+        body = f.read()                        # up to the server's close
+        elapsed = time.monotonic() - t0
+        s.close()
+        self.assertEqual(body, b'{"pad":"xx"}')
+        self.assertEqual(json.loads(body), {"pad": "xx"})
+        self.assertGreaterEqual(elapsed, 1.15)  # 12 bytes, >= 0.1 s apart
+        r = self.entry("getFiles")
+        self.assertEqual((r["status"], r["fault"], r["sent"]),
+                         (200, "trickle", 12))
+        self.assertIsNotNone(r["versionId"])
+        # fewer bytes than a whole document: a prefix of it
+        s, f = self.raw_request(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                                % FILES.encode())
+        status, headers = read_head(f)
+        self.assertEqual((status, headers["content-length"]), (500, "4"))
+        self.assertEqual(f.read(), b'{"pa')
+        s.close()
+
+    def test_trickle_forever_until_the_client_leaves(self):
+        exp, _, vid = self.fresh_version()
+        self.client.set_faults([{"endpoint": "uploadAsset", "count": 1,
+                                 "trickle": {"interval": 0.05}}])
+        body, ctype = multipart([("file", "t", b"t" * 300_000)])
+        head = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+                "Content-Length: %d\r\n\r\n"
+                % (UPLOAD + qs(experimentKey=exp, artifactVersionId=vid,
+                               fileName="t"), ctype, len(body))).encode()
+        s, f = self.raw_request(head + body)
+        status, headers = read_head(f)
+        self.assertEqual(status, 200)
+        self.assertNotIn("content-length", headers)
+        self.assertEqual((headers["content-type"], headers["connection"]),
+                         ("application/json", "close"))
+        got = b""
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline:
+            got += s.recv(100)
+        self.assertGreaterEqual(len(got), 3)      # it keeps coming ...
+        self.assertLessEqual(len(got), 40)        # ... one byte at a time
+        expect = b'{"pad":"' + b"x" * 20
+        self.assertEqual(got, expect[:len(got)])
+        f.close()
+        s.close()
+        r = wait_for(lambda: self.entry("uploadAsset")["done"] and
+                     self.entry("uploadAsset"))
+        self.assertEqual((r["status"], r["fault"], r["fileName"]),
+                         (200, "trickle", "t"))
+        self.assertGreaterEqual(r["sent"], len(got))
+        self.assertEqual(self.version_state(vid)["assets"], [])
+        # A client that leaves between two bytes is noticed at once, not at
+        # the next byte (a minute away).
+        self.client.set_faults([{"endpoint": "isAlive",
+                                 "trickle": {"interval": 60}}])
+        s, f = self.raw_request(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                                % IS_ALIVE.encode())
+        self.assertEqual(read_head(f)[0], 200)
+        f.close()
+        s.close()
+        t0 = time.monotonic()
+        r = wait_for(lambda: self.entry("isAlive")["done"] and
+                     self.entry("isAlive"))
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual((r["fault"], r["sent"]), ("trickle", 0))
+
+    def test_endless(self):
+        self.client.set_faults([{"endpoint": "getFiles", "retry_after": 5,
+                                 "endless": {"status": 503, "chunk": 65536}}])
+        conn = self.conn()
+        conn.request("GET", FILES + qs(versionId="v" * 32))
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 503)
+        self.assertIsNone(resp.getheader("Content-Length"))
+        self.assertIsNone(resp.getheader("Transfer-Encoding"))
+        self.assertEqual(resp.getheader("Connection"), "close")
+        self.assertEqual(resp.getheader("Retry-After"), "5")
+        head = resp.read(8)
+        self.assertEqual(head, b'{"pad":"')
+        total = len(head)
+        t0 = time.monotonic()
+        while total < 32 << 20:
+            data = resp.read(1 << 20)
+            self.assertTrue(data)
+            self.assertEqual(data.strip(b"x"), b"")
+            total += len(data)
+        self.assertLess(time.monotonic() - t0, 20)
+        resp.close()
+        conn.close()
+        r = wait_for(lambda: self.entry("getFiles")["done"] and
+                     self.entry("getFiles"))
+        self.assertEqual((r["status"], r["fault"]), (503, "endless"))
+        self.assertGreaterEqual(r["sent"], 32 << 20)
+
+    def test_reset_after_body(self):
+        exp, _, vid = self.fresh_version()
+        self.client.set_faults([{"endpoint": "uploadAsset", "count": 1,
+                                 "reset_after_body": True}])
+        # more than the ~1 MiB a plain "reset" reads plus what socket
+        # buffers can hold: sendall() completes only if all of it is read
+        data = os.urandom(16 << 20)
+        body, ctype = multipart([("file", "r.bin", data)])
+        s, f = self.raw_request((
+            "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+            "Content-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+            % (UPLOAD + qs(experimentKey=exp, artifactVersionId=vid,
+                           fileName="r.bin"), ctype, len(body))).encode())
+        self.assertEqual(read_head(f)[0], 100)   # it wants the body ...
+        s.sendall(body)                          # ... and reads all of it
+        self.assertEqual(read_to_eof(s), b"")    # then: no answer
+        f.close()
+        s.close()
+        r = self.entry("uploadAsset", fileName="r.bin")
+        self.assertEqual((r["status"], r["fault"]), (0, "reset_after_body"))
+        self.assertEqual(self.version_state(vid)["assets"], [])
+        self.assertEqual(os.listdir(os.path.join(self.tmp.name, "tmp")), [])
+        status, _, r = self.upload(exp, vid, "r.bin", data)
+        self.assertEqual(status, 200, r)
+        (asset,) = self.version_state(vid)["assets"]
+        self.assertEqual((asset["uploads"], asset["sha256"]),
+                         (1, hashlib.sha256(data).hexdigest()))
+        # http.client sees a broken connection
+        self.client.set_faults([{"endpoint": "upsert",
+                                 "reset_after_body": True}])
+        self.assertConnectionBroken(lambda: self.upsert(exp, "x"))
+
+    def test_new_rule_fields_refused(self):
+        good = [{"endpoint": "isAlive", "count": 1}]
+        self.client.set_faults(good)
+        for rule in ({"respond": {"status": 99}}, {"respond": {"status": 100}},
+                     {"respond": {"status": 600}},
+                     {"respond": {"status": "200"}},
+                     {"respond": {"body": 5}}, {"respond": {"body": None}},
+                     {"respond": {"content_type": 5}},
+                     {"respond": {"content_type": "a\r\nb"}},
+                     {"respond": {"colour": 1}}, {"respond": "x"},
+                     {"respond": {"status": 204, "body": "x"}},
+                     {"respond": {"headers": [["Content-Length", "5"]]}},
+                     {"respond": {"headers": [["X", "a\r\nX-Evil: 1"]]}},
+                     {"respond": {"headers": [["bad name", "v"]]}},
+                     {"respond": {"headers": ["X: y"]}},
+                     {"respond": {"headers": {"X": "y"}}},
+                     {"html": "yes"}, {"html": 1},
+                     {"reset_after_body": "true"},
+                     {"trickle": {"interval": 0}}, {"trickle": {"interval": -1}},
+                     {"trickle": {"interval": "1"}},
+                     {"trickle": {"bytes": -1}}, {"trickle": {"bytes": 1.5}},
+                     {"trickle": {"status": 204}}, {"trickle": {"status": 101}},
+                     {"trickle": {"speed": 1}}, {"trickle": [1]},
+                     {"endless": {"chunk": 0}}, {"endless": {"status": 304}},
+                     {"endless": {"status": 700}}, {"endless": {"size": 1}},
+                     {"retry_after": ""}, {"retry_after": "1\r\nX: y"},
+                     {"retry_after": -1}, {"retry_after": True},
+                     {"respond": {}, "status": 503},
+                     {"trickle": {}, "endless": {}},
+                     {"html": True, "reset": True},
+                     {"reset_after_body": True, "status": 500}):
+            with self.assertRaises(RuntimeError, msg=rule):
+                self.client.set_faults([{"endpoint": "isAlive"}, rule])
+        # nothing was changed by the refused lists
+        self.assertEqual([r["count"] for r in self.client.state()["faults"]],
+                         [1])
+        # the defaults, as GET /_standin/faults shows them
+        rules = [{"reset": True, "status": 503},   # accepted, as before
+                 {"respond": {}}, {"html": True, "delay": 0.1},
+                 {"trickle": {"bytes": 3}}, {"endless": {}},
+                 {"reset_after_body": True, "match_file": "f"}]
+        self.assertEqual(self.client.set_faults(rules), {"rules": 6})
+        got = self.client._call("GET", "/_standin/faults")["rules"]
+        self.assertEqual(got[1]["respond"], {
+            "status": 200, "content_type": "application/json", "body": "",
+            "headers": []})
+        self.assertTrue(got[2]["html"])
+        self.assertEqual(got[3]["trickle"], {"interval": 1.0, "bytes": 3,
+                                             "status": 200})
+        self.assertEqual(got[4]["endless"], {"status": 200, "chunk": 65536})
+        self.assertTrue(got[5]["reset_after_body"])
+        self.assertEqual((got[0]["reset"], got[0]["status"]), (True, 503))
+        for r in got[1:]:
+            self.assertFalse(r["reset"])
+
     def test_bad_rules_refused(self):
         for rule in ({"endpoint": "nope"}, {"status": 200},
                      {"probability": -1}, {"colour": "red"},
@@ -699,6 +1125,158 @@ class TestApiKey(StandInTestCase):
                 headers={"Comet-Sdk-Api": "secret-key"})
         self.client.state()                             # control: no key
         self.assertEqual(self.client.state()["experiments"], {})
+
+
+class TestConfig(StandInTestCase):
+
+    def test_long_version_ids(self):
+        # 100000 characters: request lines far beyond http.server's 64 KiB
+        n = 100000
+        self.assertEqual(self.client.set_config(version_id_length=n),
+                         {"version_id_length": n})
+        self.assertEqual(self.client.config(), {"version_id_length": n})
+        exp = self.new_experiment()
+        status, _, v = self.upsert(exp, "long", version="1.0.0")
+        self.assertEqual(status, 200, v)
+        vid = v["artifactVersionId"]
+        self.assertRegex(vid, "^[A-Za-z0-9]{%d}$" % n)
+        self.assertNotEqual(self.upsert(exp, "long")[2]["artifactVersionId"],
+                            vid)
+        data = os.urandom(100_000)
+        name = "dir/a b+\u00fc%20.bin"
+        status, _, r = self.upload(exp, vid, name, data,
+                                   metadata={"m": 1})
+        self.assertEqual(status, 200, r)
+        self.assertEqual((r["artifactVersionId"], r["fileName"]), (vid, name))
+        self.ok("POST", LABELS, {"artifactVersionId": vid, "alias": ["x"]})
+        got = self.ok("GET", VERSION + qs(versionId=vid))
+        self.assertEqual((got["artifactVersionId"], got["alias"]),
+                         (vid, ["x"]))
+        (f,) = self.ok("GET", FILES + qs(versionId=vid))["files"]
+        self.assertEqual((f["fileName"], f["artifactVersionId"]), (name, vid))
+        self.assertEqual(self.call("GET", GET_ASSET + qs(
+            assetId=r["assetId"], artifactVersionId=vid))[2], data)
+        self.ok("POST", STATE, {"artifactVersionId": vid,
+                                "experimentKey": exp, "state": "CLOSED"})
+        got = self.ok("GET", VERSION + qs(workspace="ws", artifactName="long",
+                                          version="1.0.0"))
+        self.assertEqual((got["artifactVersionId"], got["state"]),
+                         (vid, "CLOSED"))
+        (asset,) = self.version_state(vid)["assets"]
+        with open(asset["path"], "rb") as fh:
+            self.assertEqual(fh.read(), data)
+        # every request names the whole id, exactly
+        st = self.client.state()
+        self.assertEqual(st["config"], {"version_id_length": n})
+        logged = {}
+        for q in st["requests"]:
+            if q.get("versionId") == vid:
+                logged.setdefault(q["endpoint"], q)
+        self.assertEqual(sorted(logged), sorted([
+            "upsert", "uploadAsset", "labels", "getVersion", "getFiles",
+            "getAsset", "state"]))
+        self.assertEqual(logged["uploadAsset"]["fileName"], name)
+        self.assertTrue(all(q["status"] == 200 for q in logged.values()))
+        # back to the default ids
+        self.client.set_config(version_id_length=None)
+        self.assertRegex(self.upsert(exp, "long")[2]["artifactVersionId"],
+                         "^[0-9a-f]{32}$")
+
+    def test_config_in_process_and_validation(self):
+        self.assertEqual(self.si.set_config({"version_id_length": 32}),
+                         {"version_id_length": 32})
+        exp = self.new_experiment()
+        vid = self.upsert(exp, "c")[2]["artifactVersionId"]
+        self.assertRegex(vid, "^[A-Za-z0-9]{32}$")
+        self.assertEqual(self.upload(exp, vid, "f", b"1")[0], 200)
+        self.si.set_config(version_id_length=777)
+        vid = self.upsert(exp, "c")[2]["artifactVersionId"]
+        self.assertEqual(len(vid), 777)
+        self.assertEqual(self.upload(exp, vid, "f", b"1")[0], 200)
+        for bad in ({"version_id_length": 31},
+                    {"version_id_length": 100001},
+                    {"version_id_length": "64"}, {"version_id_length": 64.0},
+                    {"version_id_length": True},
+                    {"version_id_length": 64, "colour": "red"}):
+            with self.assertRaises(RuntimeError, msg=bad):
+                self.client.set_config(bad)
+            with self.assertRaises(comet_standin.ApiError, msg=bad):
+                self.si.set_config(bad)
+        with self.assertRaises(RuntimeError):
+            self.client._call("POST", "/_standin/config", [1])
+        self.assertEqual(self.client.config(), {"version_id_length": 777})
+        self.client.reset_counts()             # kept
+        self.assertEqual(self.client.config(), {"version_id_length": 777})
+
+    def test_log_names_ids_and_files_as_received(self):
+        exp, _, vid = self.fresh_version()
+        self.client.reset_counts()
+        self.assertEqual(self.upload(exp, vid, "", b"1")[0], 400)
+        self.assertEqual(self.upload(exp, vid, " sp%2F/\u00e9 ", b"1")[0], 200)
+        self.call("GET", VERSION + qs(versionId="", artifactName="nope"))
+        reqs = self.client.state()["requests"]
+        self.assertEqual([(q.get("versionId"), q.get("fileName"))
+                          for q in reqs],
+                         [(vid, ""), (vid, " sp%2F/\u00e9 "), ("", None)])
+
+    def test_request_line_limit(self):
+        # up to 1 MiB is accepted ...
+        path = IS_ALIVE + "?pad=" + "p" * ((1 << 20) - 100)
+        s, f = self.raw_request(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                                % path.encode())
+        status, _, body = self.read_response(f)
+        self.assertEqual(status, 200, body)
+        f.close()
+        s.close()
+        # ... longer: 414, and the answer is not lost to a reset
+        s, f = self.raw_request(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                                % (path + "p" * 200).encode())
+        self.assertEqual(read_head(f)[0], 414)
+        f.close()
+        s.close()
+
+
+class TestStop(unittest.TestCase):
+    """stop() with responses still trickling or streaming."""
+
+    def test_stop_ends_streams(self):
+        with tempfile.TemporaryDirectory(prefix="standin-stop-") as d:
+            si = StandIn(d)
+            port = si.start()
+            try:
+                si.set_faults([
+                    {"endpoint": "isAlive", "trickle": {"interval": 60}},
+                    {"endpoint": "accountDetails", "endless": {}},
+                    {"endpoint": "addRun", "delay": 60}])
+                socks = []
+                for path in (IS_ALIVE, ACCOUNT, ADD_RUN):
+                    s = socket.create_connection(("127.0.0.1", port),
+                                                 timeout=10)
+                    s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                              % path.encode())
+                    socks.append(s)
+                # both streams have started; the endless one is not read
+                self.assertEqual(socks[0].recv(12), b"HTTP/1.1 200")
+                self.assertEqual(socks[1].recv(12), b"HTTP/1.1 200")
+                self.assertTrue(wait_for(
+                    lambda: len(si.snapshot()["requests"]) == 3))
+                t0 = time.monotonic()
+                si.stop()
+                self.assertLess(time.monotonic() - t0, 3)
+                for s in socks:               # all connections end
+                    read_to_eof(s)
+                    s.close()
+                self.assertLess(time.monotonic() - t0, 8)
+                reqs = wait_for(lambda: all(
+                    r["done"] for r in si.snapshot()["requests"])
+                    and si.snapshot()["requests"])
+                self.assertTrue(reqs)
+                self.assertEqual({r["path"]: r.get("fault") for r in reqs},
+                                 {IS_ALIVE: "trickle", ACCOUNT: "endless",
+                                  ADD_RUN: None})
+                self.assertLess(max(r["done"] for r in reqs) - time.time(), 1)
+            finally:
+                si.stop()
 
 
 class TestSubprocess(unittest.TestCase):
@@ -778,6 +1356,42 @@ class TestSubprocess(unittest.TestCase):
                     proc.kill()
                     proc.wait()
                 proc.stdout.close()
+
+    def test_stops_with_streams_open(self):
+        """SIGTERM and stdin EOF stop it although answers are trickling or
+        endless."""
+        for how in ("sigterm", "stdin"):
+            with tempfile.TemporaryDirectory(prefix="standin-cli-") as d:
+                proc = subprocess.Popen(
+                    [sys.executable, SCRIPT, "--port", "0", "--data-dir", d],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                socks = []
+                try:
+                    port = int(proc.stdout.readline().split()[1])
+                    StandInClient(port).set_faults([
+                        {"endpoint": "isAlive", "trickle": {"interval": 60}},
+                        {"endpoint": "*", "endless": {"chunk": 1 << 20}}])
+                    for path in (IS_ALIVE, ACCOUNT):
+                        s = socket.create_connection(("127.0.0.1", port),
+                                                     timeout=10)
+                        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  % path.encode())
+                        self.assertEqual(s.recv(12), b"HTTP/1.1 200")
+                        socks.append(s)
+                    if how == "sigterm":
+                        proc.terminate()
+                    else:
+                        proc.stdin.close()
+                    self.assertEqual(proc.wait(timeout=10), 0, how)
+                finally:
+                    for s in socks:
+                        s.close()
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                    if not proc.stdin.closed:
+                        proc.stdin.close()
+                    proc.stdout.close()
 
     def test_sigterm(self):
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)),

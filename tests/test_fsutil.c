@@ -1,7 +1,9 @@
 /*
  * test_fsutil.c — safe placement of downloaded files (daemon/fsutil.c) in a
- * temporary directory: nested creation, the three overwrite modes, symlinked
- * components, unsafe logical paths, and no temporary file left behind. Each
+ * temporary directory from an open source descriptor: nested creation, the
+ * three overwrite modes, symlinked components, unsafe logical paths, sources
+ * that cannot be read, the directory descriptor (not its name) deciding where
+ * files land, and no temporary file left behind. Each
  * check on a directory compares its whole tree, so a stray file fails it.
  */
 #include "fsutil.h"
@@ -115,12 +117,28 @@ static void sha256_hex(const char *text, char out[65])
                 snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
+/*
+ * Place the file at `src` (opened here, read to its end first so that the
+ * copy cannot rely on the descriptor's offset) at target/`lp`.
+ */
 static int place(int dirfd, const char *lp, const char *src, const char *sha,
                  enum fsutil_overwrite mode, enum fsutil_action *action, char *err, size_t errlen)
 {
+        char buf[512];
+        int fd = open(src, O_RDONLY | O_CLOEXEC), rc;
+
         *action = (enum fsutil_action) - 1;
         err[0] = '\0';
-        return fsutil_place_file(dirfd, target, lp, src, sha, mode, action, err, errlen);
+        if (fd < 0) {
+                fprintf(stderr, "cannot open source %s: %s\n", src, strerror(errno));
+                check_failures++;
+                return -1000;
+        }
+        while (read(fd, buf, sizeof(buf)) > 0)
+                ;
+        rc = fsutil_place_file(dirfd, target, lp, fd, sha, mode, action, err, errlen);
+        close(fd);
+        return rc;
 }
 
 /* ---- tests ---------------------------------------------------------------- */
@@ -267,12 +285,11 @@ static void test_bad_paths(int dfd)
         CHECK_INT(access("/tmp/abs.txt", F_OK), -1);
 }
 
-static void test_missing_source(void)
+static void test_bad_source(void)
 {
         enum fsutil_action act;
         char err[512], dir[700];
-        int dfd;
-        int rc;
+        int dfd, fd, rc;
 
         snprintf(dir, sizeof(dir), "%s/t2", tmpdir);
         CHECK_INT(mkdir(dir, 0755), 0);
@@ -280,18 +297,73 @@ static void test_missing_source(void)
         CHECK(dfd >= 0);
         if (dfd < 0)
                 return;
+        /* A descriptor that is not open: an error, and no temporary file left behind. */
         err[0] = '\0';
-        rc = fsutil_place_file(dfd, dir, "sub/x.bin", in(tmpdir, "no-such-src"), NULL,
-                               FSUTIL_OVERWRITE, &act, err, sizeof(err));
+        rc = fsutil_place_file(dfd, dir, "sub/x.bin", -1, NULL, FSUTIL_OVERWRITE, &act, err,
+                               sizeof(err));
         CHECK(rc < 0);
         CHECK(err[0] != '\0');
-        CHECK(strstr(tree(dir), "x.bin") == NULL);
-        /* Was a bug (fixed): daemon/fsutil.c:127-133 opens the temporary file even when open(src)
-         * failed, and the error path closes it without unlinkat(): a missing source leaves
-         * "sub/.ferry-tmp-<16 hex>" behind in the target directory (expected: only "sub").
-         */
+        CHECK(strstr(err, "sub/x.bin") != NULL);
+        CHECK_STR(tree(dir), "sub");
+        /* A descriptor that cannot be read (a directory): likewise. */
+        fd = open(tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        err[0] = '\0';
+        rc = fsutil_place_file(dfd, dir, "sub/y.bin", fd, NULL, FSUTIL_OVERWRITE, &act, err,
+                               sizeof(err));
+        close(fd);
+        CHECK(rc < 0);
+        CHECK(err[0] != '\0');
         CHECK_STR(tree(dir), "sub");
         close(dfd);
+}
+
+/* The directory descriptor decides where a file lands; `dir` only names it in messages. */
+static void test_dirfd_rules(void)
+{
+        enum fsutil_action act;
+        char err[512], real[700], named[700];
+        int dfd, fd;
+
+        snprintf(real, sizeof(real), "%s/real", tmpdir);
+        snprintf(named, sizeof(named), "%s/named", tmpdir);
+        CHECK_INT(mkdir(real, 0755), 0);
+        CHECK_INT(mkdir(named, 0755), 0);
+        dfd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        fd = open(src2, O_RDONLY | O_CLOEXEC);
+        CHECK(dfd >= 0 && fd >= 0);
+        if (dfd < 0 || fd < 0)
+                goto out;
+        CHECK_INT(
+            fsutil_place_file(dfd, named, "f.txt", fd, NULL, FSUTIL_FAIL, &act, err, sizeof(err)),
+            0);
+        CHECK_INT(act, FSUTIL_WRITTEN);
+        CHECK_STR(tree(real), "f.txt");
+        CHECK_STR(tree(named), "");
+        CHECK_STR(content(in(real, "f.txt")), "second, different content\n");
+        /* The same descriptor again, now at its end: FAIL compares the whole file. */
+        CHECK_INT(
+            fsutil_place_file(dfd, named, "f.txt", fd, NULL, FSUTIL_FAIL, &act, err, sizeof(err)),
+            0);
+        CHECK_INT(act, FSUTIL_KEPT);
+        /* ...and OVERWRITE still copies all of it. */
+        CHECK_INT(fsutil_place_file(dfd, named, "g.txt", fd, NULL, FSUTIL_OVERWRITE, &act, err,
+                                    sizeof(err)),
+                  0);
+        CHECK_STR(content(in(real, "g.txt")), "second, different content\n");
+        /* Messages name the directory given. */
+        CHECK_INT(write_file(in(real, "h.txt"), "other\n"), 0);
+        err[0] = '\0';
+        CHECK_INT(
+            fsutil_place_file(dfd, named, "h.txt", fd, NULL, FSUTIL_FAIL, &act, err, sizeof(err)),
+            FERRY_EEXIST);
+        CHECK(strstr(err, named) != NULL && strstr(err, "h.txt") != NULL);
+        CHECK_STR(content(in(real, "h.txt")), "other\n");
+        CHECK_STR(tree(real), "f.txt,g.txt,h.txt");
+out:
+        if (fd >= 0)
+                close(fd);
+        if (dfd >= 0)
+                close(dfd);
 }
 
 int main(void)
@@ -321,7 +393,8 @@ int main(void)
                 test_bad_paths(dfd);
                 close(dfd);
         }
-        test_missing_source();
+        test_bad_source();
+        test_dirfd_rules();
         CHECK_INT(count_fds(), fds);
         rm_rf(tmpdir);
         CHECK_INT(access(tmpdir, F_OK), -1);

@@ -48,6 +48,9 @@ struct call {
         long status;
         int err;
         int unreachable;
+        int connected;
+        int body_cut;
+        char content_type[128];
         int cancelled;
         long retry_after;
         enum http_outcome outcome;
@@ -79,6 +82,9 @@ static void test_done_cb(struct http_request *req, const struct http_response *r
         c->status = resp->status;
         c->err = resp->err;
         c->unreachable = resp->unreachable;
+        c->connected = resp->connected;
+        c->body_cut = resp->body_cut;
+        snprintf(c->content_type, sizeof(c->content_type), "%s", resp->content_type);
         c->cancelled = resp->cancelled;
         c->retry_after = resp->retry_after_s;
         c->outcome = http_classify(resp);
@@ -722,14 +728,18 @@ static void test_unreachable(struct http_engine *engine)
         CHECK_INT(c.status, 0);
         CHECK_INT(c.err, FERRY_ECONNECT);
         CHECK_INT(c.unreachable, 1);
+        CHECK_INT(c.connected, 0);
         CHECK_INT(c.outcome, HTTP_TRANSIENT);
         CHECK(strlen(c.error) > 0);
 
+        /* A server that took the connection and reset it was reachable: a failure of this
+         * request, not "offline". */
         get(engine, "/reset", &c);
         fprintf(stderr, "reset: %s\n", c.error);
         CHECK_INT(c.status, 0);
         CHECK_INT(c.err, FERRY_EIO);
-        CHECK_INT(c.unreachable, 1);
+        CHECK_INT(c.unreachable, 0);
+        CHECK_INT(c.connected, 1);
         CHECK_INT(c.outcome, HTTP_TRANSIENT);
         CHECK(strstr(c.error, "reset") != NULL);
 
@@ -760,10 +770,78 @@ static void test_body_limit(void)
         CHECK_INT(c.err, 0);
         CHECK_INT(c.body_len, 1024);
         CHECK_INT(c.outcome, HTTP_TRANSIENT);
+        /* An error body that never ends is cut at the cap and the transfer ended. */
+        get(engine, "/endless?status=503", &c);
+        CHECK_INT(c.status, 503);
+        CHECK_INT(c.err, 0);
+        CHECK_INT(c.body_cut, 1);
+        CHECK_INT(c.body_len, 1024);
+        CHECK_INT(c.outcome, HTTP_TRANSIENT);
         get(engine, "/json", &c);
         CHECK_INT(c.status, 200);
         CHECK_INT(c.outcome, HTTP_OK);
+        CHECK_STR(c.content_type, "application/json");
+        CHECK_INT(c.connected, 1);
+        get(engine, "/html", &c);
+        CHECK_INT(c.outcome, HTTP_OK);
+        CHECK_STR(c.content_type, "text/html; charset=utf-8");
         engine_close(engine);
+        call_reset(&c);
+}
+
+/* Every transfer ends: the deadline grows with the size, and a connected slow one times out. */
+static void test_deadline(void)
+{
+        struct http_config cfg;
+        struct http_engine *engine;
+        struct http_request *req;
+        struct call c = {0};
+
+        http_config_defaults(&cfg);
+        cfg.deadline_base_s = 1;
+        cfg.min_rate_bps = 1 << 20;
+        engine = engine_new(&cfg);
+        get(engine, "/slow?ms=3000", &c);
+        fprintf(stderr, "deadline: %s\n", c.error);
+        CHECK_INT(c.err, FERRY_ETIMEDOUT);
+        CHECK_INT(c.unreachable, 0);
+        CHECK_INT(c.outcome, HTTP_TRANSIENT);
+        /* 4 MiB expected at 1 MiB/s: a 3 s answer fits in 1 + 4 s. */
+        req = new_req("GET", "/slow?ms=3000");
+        http_request_set_expected_size(req, 4 << 20);
+        fetch(engine, req, &c, 30);
+        CHECK_INT(c.status, 200);
+        CHECK_INT(c.err, 0);
+        engine_close(engine);
+        call_reset(&c);
+}
+
+/* A file part read from a descriptor (the spool's O_NOFOLLOW opens). */
+static void test_upload_fd(struct http_engine *engine)
+{
+        const char *path = tmp_path("fd.bin");
+        const cJSON *part;
+        struct http_request *req;
+        struct call c = {0};
+        char sha[65];
+        int fd;
+
+        CHECK_INT(make_file(path, 3 * MIB, sha), 0);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        CHECK(fd >= 0);
+        req = new_req("POST", "/echo");
+        CHECK_INT(http_request_add_part_fd(req, "file", fd, 3 * MIB, "fd.bin"), 0);
+        fetch(engine, req, &c, 60);
+        CHECK_INT(c.status, 200);
+        part = cJSON_GetArrayItem(jget(c.json, "parts"), 0);
+        CHECK_STR(jstr(part, "filename"), "fd.bin");
+        CHECK_INT(jnum(part, "size"), 3 * MIB);
+        CHECK_STR(jstr(part, "sha256"), sha);
+        /* A bad descriptor is refused (and nothing leaks). */
+        req = new_req("POST", "/echo");
+        CHECK_INT(http_request_add_part_fd(req, "file", -1, 10, "x"), FERRY_EINVAL);
+        http_request_free(req);
+        unlink(path);
         call_reset(&c);
 }
 
@@ -1048,10 +1126,12 @@ int main(void)
         test_download(engine);
         test_statuses(engine);
         test_unreachable(engine);
+        test_upload_fd(engine);
         test_reuse(engine);
         test_cancel(engine);
         engine_close(engine);
         test_body_limit();
+        test_deadline();
         test_concurrency();
         test_low_speed();
         test_close_in_flight();

@@ -80,6 +80,13 @@ int ferry_connect(struct ferry_client **out, const char *socket_path, int timeou
 void ferry_close(struct ferry_client *client);
 /* The sentence describing the last failure on this client; "" if none. */
 const char *ferry_last_error(const struct ferry_client *client);
+/*
+ * 1 while the connection to ferryd is open, 0 once ferryd has closed it (it
+ * stopped or restarted) or it failed. Sends nothing: a caller about to send
+ * a request that must not be repeated can reconnect first instead of
+ * finding out halfway.
+ */
+int ferry_is_connected(struct ferry_client *client);
 /* Daemon facts from the hello reply: "local" or "comet". */
 const char *ferry_backend_name(const struct ferry_client *client);
 /*

@@ -6,7 +6,7 @@ target_include_directories(test_http PRIVATE ${PROJECT_SOURCE_DIR}/daemon ${PROJ
                                              ${PROJECT_SOURCE_DIR}/client/include)
 # Fallback for running the binary by hand; FERRY_SOURCE_DIR in the environment wins.
 target_compile_definitions(test_http PRIVATE FERRY_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
-target_link_libraries(test_http PRIVATE PkgConfig::UV PkgConfig::CURL PkgConfig::CRYPTO
+target_link_libraries(test_http PRIVATE proto PkgConfig::UV PkgConfig::CURL PkgConfig::CRYPTO
                                         PkgConfig::CJSON)
 add_test(NAME http COMMAND test_http)
 set_tests_properties(http PROPERTIES ENVIRONMENT "${FERRY_TEST_ENV}" TIMEOUT 300)

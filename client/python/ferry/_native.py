@@ -7,10 +7,11 @@ child never shares its parent's connection).
 
 Reconnecting: when a request finds the connection gone (ferryd restarted),
 requests that can be repeated safely are sent again on a new connection. The
-one request that cannot, ``artifact.log``, is preceded on a reused connection
-by a cheap ``status`` probe, so that a daemon restart between two calls is
-noticed before the artifact is sent; a connection that breaks while the log
-request itself is in flight is reported, since its outcome is unknown.
+one request that cannot, ``artifact.log``, first asks libferry whether the
+connection is still open (``ferry_is_connected``: a poll, no round trip), so
+that a daemon restart between two calls is noticed before the artifact is
+sent; a connection that breaks while the log request itself is in flight is
+reported, since its outcome is unknown. A log is one round trip.
 """
 
 import ctypes
@@ -73,6 +74,7 @@ def _declare(lib):
         "ferry_close": (None, [vp]),
         "ferry_last_error": (cp, [vp]),
         "ferry_backend_name": (cp, [vp]),
+        "ferry_is_connected": (i, [vp]),
         "ferry_call": (i, [vp, cp, cp, i, pvp]),
         "ferry_stage": (i, [vp, pvp, pvp]),
         "ferry_artifact_new": (i, [pvp, cp, cp]),
@@ -235,14 +237,9 @@ def request(op, args=None, timeout_ms=QUICK_TIMEOUT_MS, repeatable=True):
     old one turns out to be gone. Otherwise a reused connection is probed first.
     """
     conn = _connection()
-    if not repeatable and conn.used:
-        try:
-            conn.call("status", None, CONNECT_TIMEOUT_MS)
-        except Exception as e:
-            if getattr(e, "code", None) not in _GONE:
-                raise
-            _drop(conn)
-            conn = _connection()
+    if not repeatable and conn.used and not conn.lib.ferry_is_connected(conn.ptr):
+        _drop(conn)
+        conn = _connection()
     try:
         return conn.call(op, args, timeout_ms)
     except Exception as e:
