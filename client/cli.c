@@ -1321,138 +1321,17 @@ static void print_download(const cJSON *d, const char *spec)
         }
 }
 
-/*
- * The progress line of `ferry download` on a terminal. ferryd writes each
- * file through a ".ferry-tmp-*" name in its directory, then renames it, so
- * the bytes so far are the finished files plus those temporary files.
- */
-struct progress {
-        char *title;      /* "NAME VERSION" */
-        long long total;  /* bytes of the non-remote assets */
-        size_t nfiles;    /* non-remote assets */
-        char **files;     /* DIR/logical_path of each */
-        long long *sizes; /* and its size */
-        size_t ndirs;
-        char **dirs; /* the directories holding them, each once */
-};
-
-static void progress_free(struct progress *p)
+/* The progress line of `ferry download` on a terminal, from libferry's own count. */
+static void progress_draw(struct ferry_client *c, const char *spec)
 {
-        size_t i;
-
-        for (i = 0; i < p->nfiles; i++)
-                free(p->files[i]);
-        for (i = 0; i < p->ndirs; i++)
-                free(p->dirs[i]);
-        free(p->files);
-        free(p->sizes);
-        free(p->dirs);
-        free(p->title);
-        memset(p, 0, sizeof(*p));
-}
-
-/* Record the directory of `path` once. */
-static void progress_add_dir(struct progress *p, const char *path)
-{
-        const char *slash = strrchr(path, '/');
-        size_t n = slash ? (size_t)(slash - path) : 0, i;
-        char *dir;
-
-        if (slash == path)
-                n = 1; /* "/" */
-        dir = n > 0 ? xnomem(strndup(path, n)) : xnomem(strdup("."));
-        for (i = 0; i < p->ndirs; i++) {
-                if (strcmp(p->dirs[i], dir) == 0) {
-                        free(dir);
-                        return;
-                }
-        }
-        p->dirs = xnomem(realloc(p->dirs, (p->ndirs + 1) * sizeof(*p->dirs)));
-        p->dirs[p->ndirs++] = dir;
-}
-
-/*
- * Learn from `get` what the download of `spec` into `dir` will write. Return
- * 0, or -1 when there is nothing to show (the version cannot be read: the
- * download then reports why; or no bytes to download).
- */
-static int progress_init(struct progress *p, struct ferry_client *c, const char *spec,
-                         const char *dir)
-{
-        const cJSON *assets, *it;
-        char *reply = NULL, *path;
-        const char *lp;
-        cJSON *v;
-
-        memset(p, 0, sizeof(*p));
-        if (ferry_get(c, spec, &reply) != 0)
-                return -1;
-        v = cJSON_Parse(reply);
-        ferry_free(reply);
-        if (v == NULL)
-                return -1;
-        assets = cJSON_GetObjectItemCaseSensitive(v, "assets");
-        cJSON_ArrayForEach(it, assets)
-        {
-                lp = jstr(it, "logical_path");
-                if (lp == NULL || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "remote")))
-                        continue;
-                if (asprintf(&path, "%s/%s", dir, lp) < 0)
-                        xnomem(NULL);
-                p->files = xnomem(realloc(p->files, (p->nfiles + 1) * sizeof(*p->files)));
-                p->sizes = xnomem(realloc(p->sizes, (p->nfiles + 1) * sizeof(*p->sizes)));
-                p->files[p->nfiles] = path;
-                p->sizes[p->nfiles] = jint(it, "size", 0);
-                p->total += p->sizes[p->nfiles];
-                p->nfiles++;
-                progress_add_dir(p, path);
-        }
-        if (asprintf(&p->title, "%s %s", jstr(v, "name") ? jstr(v, "name") : spec,
-                     jstr(v, "version") ? jstr(v, "version") : "") < 0)
-                xnomem(NULL);
-        cJSON_Delete(v);
-        if (p->total <= 0) {
-                progress_free(p);
-                return -1;
-        }
-        return 0;
-}
-
-/* Bytes in place so far: the assets' files (each up to its size) and temporary files. */
-static long long progress_bytes(const struct progress *p)
-{
-        long long sum = 0;
-        struct dirent *de;
-        struct stat st;
-        size_t i;
-        DIR *d;
-
-        for (i = 0; i < p->nfiles; i++)
-                if (lstat(p->files[i], &st) == 0 && S_ISREG(st.st_mode))
-                        sum += st.st_size < p->sizes[i] ? (long long)st.st_size : p->sizes[i];
-        for (i = 0; i < p->ndirs; i++) {
-                d = opendir(p->dirs[i]);
-                if (d == NULL)
-                        continue;
-                while ((de = readdir(d)) != NULL) {
-                        if (strncmp(de->d_name, ".ferry-tmp-", 11) == 0 &&
-                            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                            S_ISREG(st.st_mode))
-                                sum += (long long)st.st_size;
-                }
-                closedir(d);
-        }
-        return sum < p->total ? sum : p->total;
-}
-
-static void progress_draw(const struct progress *p)
-{
-        long long done = progress_bytes(p);
+        int64_t done = 0, total = 0;
         char a[32], b[32];
 
-        fprintf(stderr, "\rdownloading %s: %s of %s (%d%%)\033[K", p->title,
-                fmt_bytes(a, sizeof(a), (double)done), fmt_bytes(b, sizeof(b), (double)p->total),
-                (int)(done * 100 / p->total));
+        if (ferry_download_progress(c, &done, &total) != 0 || total <= 0)
+                return;
+        fprintf(stderr, "\rdownloading %s: %s of %s (%d%%)\033[K", spec,
+                fmt_bytes(a, sizeof(a), (double)done), fmt_bytes(b, sizeof(b), (double)total),
+                (int)(done * 100 / total));
         fflush(stderr);
 }
 
@@ -1463,18 +1342,16 @@ static void progress_clear(void)
 }
 
 /* ferry_download() with a progress line on stderr, redrawn every PROGRESS_TICK_MS. */
-static int download_with_progress(struct ferry_client *c, const struct progress *p,
-                                  const char *spec, const char *dir, enum ferry_overwrite mode,
-                                  char **reply)
+static int download_with_progress(struct ferry_client *c, const char *spec, const char *dir,
+                                  enum ferry_overwrite mode, char **reply)
 {
         int rc;
 
         rc = ferry_download_start(c, spec, dir, mode);
         if (rc != 0)
                 return rc;
-        progress_draw(p);
         while ((rc = ferry_download_ready(c, PROGRESS_TICK_MS)) == 0)
-                progress_draw(p);
+                progress_draw(c, spec);
         progress_clear();
         return ferry_download_finish(c, reply);
 }
@@ -1489,7 +1366,6 @@ static int cmd_download(const struct command *cmd, struct cli *cli, int argc, ch
         };
         enum ferry_overwrite mode = FERRY_OVERWRITE_FAIL;
         struct ferry_client *c = NULL;
-        struct progress pg;
         bool json = false;
         char *reply = NULL;
         cJSON *rep;
@@ -1525,11 +1401,8 @@ static int cmd_download(const struct command *cmd, struct cli *cli, int argc, ch
                 return usage(cmd, "unexpected argument \"%s\"", argv[optind + 2]);
         if (cli_connect(cli, &c) != 0)
                 return EXIT_FAIL;
-        /* libferry makes a relative DIR absolute: the daemon writes the files. */
-        if (!json && isatty(STDERR_FILENO) &&
-            progress_init(&pg, c, argv[optind], argv[optind + 1]) == 0) {
-                rc = download_with_progress(c, &pg, argv[optind], argv[optind + 1], mode, &reply);
-                progress_free(&pg);
+        if (!json && isatty(STDERR_FILENO)) {
+                rc = download_with_progress(c, argv[optind], argv[optind + 1], mode, &reply);
         } else {
                 rc = ferry_download(c, argv[optind], argv[optind + 1], mode, &reply);
         }

@@ -173,6 +173,12 @@ static int config_set(struct config *cfg, const char *key, const char *v)
                 if (parse_int(v, 1, 100000, &n))
                         return -1;
                 cfg->max_clients = (int)n;
+        } else if (!strcmp(key, "max_clients_per_uid")) {
+                if (parse_int(v, 1, 100000, &n))
+                        return -1;
+                cfg->max_clients_per_uid = (int)n;
+        } else if (!strcmp(key, "hello_timeout_ms")) {
+                return parse_int(v, 100, 3600000, &cfg->hello_timeout_ms);
         } else if (!strcmp(key, "allow_group")) {
                 gr = getgrnam(v);
                 if (gr == NULL)
@@ -291,6 +297,8 @@ static void config_defaults(struct config *cfg)
         cfg->retry_cap_ms = 60000;
         cfg->max_attempts = 30;
         cfg->max_clients = 1000;
+        cfg->max_clients_per_uid = 64;
+        cfg->hello_timeout_ms = 10000;
         cfg->verify_tls = true;
         cfg->connect_timeout_s = 10;
         cfg->low_speed_limit = 1024;
@@ -316,6 +324,8 @@ static int config_read_env(struct config *cfg, char *err, size_t errlen)
             {"FERRY_RETRY_CAP_MS", "retry_cap_ms"},
             {"FERRY_MAX_ATTEMPTS", "max_attempts"},
             {"FERRY_ALLOW_GROUP", "allow_group"},
+            {"FERRY_MAX_CLIENTS", "max_clients"},
+            {"FERRY_HELLO_TIMEOUT_MS", "hello_timeout_ms"},
             {"FERRY_VERIFY_TLS", "verify_tls"},
             {"FERRY_CA_FILE", "ca_file"},
             {"FERRY_CONNECT_TIMEOUT_S", "connect_timeout_s"},

@@ -23,6 +23,8 @@ struct config {
         int64_t retry_cap_ms;       /* largest backoff step */
         int max_attempts;           /* transient failures before a job is parked as failed */
         int max_clients;            /* connections served at once */
+        int max_clients_per_uid;    /* ... from one user other than ferryd's own */
+        int64_t hello_timeout_ms;   /* a connection that says nothing is closed after this */
         bool have_allow_gid;        /* another uid in this group may connect */
         gid_t allow_gid;
         /* Comet, read as Comet's SDK reads it. */

@@ -1,7 +1,13 @@
 /*
- * op_get.c — get and download: resolve [workspace/]name[:version_or_alias]
- * on the node's queue first (read your own writes), then on the backend;
- * download places each file safely in the target directory.
+ * op_get.c — get, and downloads: resolve [workspace/]name[:version_or_alias]
+ * on the node's queue first (read your own writes), then on the backend.
+ *
+ * A download hands the client descriptors of the files to copy, never writes
+ * into the client's directories with ferryd's own rights: download.open
+ * resolves the version (and pins a queued version's snapshots), download.files
+ * sends descriptors of up to 250 files at a time (fetching remote ones into
+ * the node-wide cache first), download.close forgets it. libferry places the
+ * files (temporary name, fsync, rename, no symlink followed).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,9 +20,9 @@
 #include <uv.h>
 
 #include "backend.h"
+#include "connection.h"
 #include "daemon.h"
 #include "ferry.h"
-#include "fsutil.h"
 #include "job.h"
 #include "log.h"
 #include "ops.h"
@@ -25,43 +31,26 @@
 #include "store.h"
 #include "util.h"
 
+/* A resolved version a client is downloading (its connection's download session). */
+struct download {
+        char token[33];
+        cJSON *version;   /* as the backend or the queue returned it, private fields included */
+        cJSON **files;    /* its non-remote assets, in order (pointers into version) */
+        int nfiles;
+        int64_t pinned;   /* the queued job whose snapshots are pinned, or 0 */
+        struct spool *spool;
+        int busy;         /* a download.files is fetching */
+        bool closed;      /* forgotten while busy: freed when its fetches return */
+        struct download *next;
+};
+
 struct lookup {
         struct request *req;
-        struct spool *spool;
         char workspace[PROTO_NAME_MAX + 1];
         char name[PROTO_NAME_MAX + 1];
         char version[PROTO_NAME_MAX + 1]; /* "" when none was given */
-        /* download only */
-        char dir[PATH_MAX];
-        int dirfd;
-        enum fsutil_overwrite mode;
-        cJSON *found;   /* the resolved version, owned */
-        int64_t pinned; /* the queued job whose spool files are pinned, or 0 */
-        cJSON *files;   /* result list, owned */
-        int next;       /* index of the next asset to place */
-        int64_t bytes;
-        /* the placement in flight */
-        uv_work_t work;
-        int src_fd;
-        const char *lp;
-        const char *sha;
-        enum fsutil_action action;
-        int rc;
-        char err[PROTO_ERRMSG_MAX];
+        int64_t pinned;                   /* a queued job pinned by the look-up, or 0 */
 };
-
-static void lookup_free(struct lookup *lk)
-{
-        if (lk->dirfd >= 0)
-                close(lk->dirfd);
-        if (lk->src_fd >= 0)
-                close(lk->src_fd);
-        if (lk->pinned > 0)
-                spool_unpin(lk->spool, lk->pinned);
-        cJSON_Delete(lk->found);
-        cJSON_Delete(lk->files);
-        free(lk);
-}
 
 /* Remove the private "_..." fields meant for fetch() before a version leaves the daemon. */
 static void strip_private(cJSON *version)
@@ -81,18 +70,15 @@ static void strip_private(cJSON *version)
 }
 
 /* Parse name/workspace/version_or_alias from the request. 0 or -1 (request ended). */
-static int lookup_parse(struct lookup *lk, const char *const *extra)
+static int lookup_parse(struct lookup *lk)
 {
+        static const char *const allowed[] = {"id", "op", "name", "workspace", "version_or_alias",
+                                              NULL};
         struct request *req = lk->req;
-        const char *allowed[12] = {"id", "op", "name", "workspace", "version_or_alias"};
         const char *spec, *ws, *vo;
         char err[PROTO_ERRMSG_MAX];
-        size_t n = 5;
         int rc;
 
-        while (extra && *extra && n < 11)
-                allowed[n++] = *extra++;
-        allowed[n] = NULL;
         if ((rc = proto_check_keys(req->msg, allowed, err, sizeof(err))) ||
             (rc = proto_get_string(req->msg, "name", true, &spec, err, sizeof(err))) ||
             (rc = proto_get_string(req->msg, "workspace", false, &ws, err, sizeof(err))) ||
@@ -122,7 +108,7 @@ fail:
         return -1;
 }
 
-/* A queued version of this node, shaped like a backend's get result. */
+/* A version still on its way from this node, shaped like a backend's get result. */
 static cJSON *lookup_pending(struct lookup *lk)
 {
         struct daemon *d = lk->req->d;
@@ -144,8 +130,9 @@ static cJSON *lookup_pending(struct lookup *lk)
         cJSON_AddStringToObject(v, "name", job->name);
         cJSON_AddStringToObject(v, "type", job->type);
         if (job->assigned_version || job->version)
-                cJSON_AddStringToObject(
-                    v, "version", job->assigned_version ? job->assigned_version : job->version);
+                cJSON_AddStringToObject(v, "version",
+                                        job->assigned_version ? job->assigned_version
+                                                              : job->version);
         else
                 cJSON_AddNullToObject(v, "version");
         cJSON_AddItemToObject(v, "aliases", cJSON_Parse(job->aliases));
@@ -181,6 +168,7 @@ static cJSON *lookup_pending(struct lookup *lk)
         return v;
 }
 
+/* Resolve on the queue, then on the backend: cb(lk, code, message, version). */
 static void lookup_resolve(struct lookup *lk, backend_get_cb *cb)
 {
         struct backend *be = lk->req->d->backend;
@@ -192,6 +180,31 @@ static void lookup_resolve(struct lookup *lk, backend_get_cb *cb)
         }
         be->ops->get(be, lk->workspace, lk->name, lk->version[0] ? lk->version : NULL, cb, lk);
 }
+
+static void lookup_free(struct lookup *lk)
+{
+        if (lk->pinned > 0)
+                spool_unpin(lk->req->d->spool, lk->pinned);
+        free(lk);
+}
+
+static struct lookup *lookup_new(struct request *req)
+{
+        struct lookup *lk = calloc(1, sizeof(*lk));
+
+        if (lk == NULL) {
+                request_fail(req, FERRY_ENOMEM, "out of memory");
+                return NULL;
+        }
+        lk->req = req;
+        if (lookup_parse(lk) != 0) {
+                free(lk);
+                return NULL;
+        }
+        return lk;
+}
+
+/* ---- get ---- */
 
 static void get_resolved_cb(void *data, int code, const char *message, cJSON *version)
 {
@@ -217,277 +230,390 @@ static void get_resolved_cb(void *data, int code, const char *message, cJSON *ve
                 }
         }
         cJSON_Delete(version);
-        request_reply(req, rep);
         lookup_free(lk);
+        request_reply(req, rep);
 }
 
 void op_get(struct request *req)
 {
-        struct lookup *lk = calloc(1, sizeof(*lk));
+        struct lookup *lk = lookup_new(req);
 
-        if (lk == NULL) {
-                request_fail(req, FERRY_ENOMEM, "out of memory");
-                return;
-        }
-        lk->req = req;
-        lk->spool = req->d->spool;
-        lk->dirfd = -1;
-        lk->src_fd = -1;
-        if (lookup_parse(lk, NULL) != 0) {
-                free(lk);
-                return;
-        }
-        lookup_resolve(lk, get_resolved_cb);
+        if (lk != NULL)
+                lookup_resolve(lk, get_resolved_cb);
 }
 
-/* ---- download ---- */
+/* ---- download sessions ---- */
 
-static void download_next(struct lookup *lk);
+struct download_session {
+        struct download *downloads;
+};
 
-static void download_finish(struct lookup *lk, int code)
+static void download_free(struct download *dl)
 {
+        if (dl->pinned > 0)
+                spool_unpin(dl->spool, dl->pinned);
+        cJSON_Delete(dl->version);
+        free(dl->files);
+        free(dl);
+}
+
+static struct download *download_find(struct request *req, char *err, size_t errlen)
+{
+        struct download_session *s = *client_session(req->client, SESSION_DOWNLOAD);
+        const char *token;
+        struct download *dl;
+
+        if (proto_get_string(req->msg, "token", true, &token, err, errlen) != 0)
+                return NULL;
+        for (dl = s ? s->downloads : NULL; dl != NULL; dl = dl->next)
+                if (strcmp(dl->token, token) == 0)
+                        return dl;
+        snprintf(err, errlen, "no download on this connection has that token");
+        return NULL;
+}
+
+/* Forget `dl` (now, or once its fetches return). */
+static void download_forget(struct download_session *s, struct download *dl)
+{
+        struct download **pp;
+
+        for (pp = &s->downloads; *pp != NULL; pp = &(*pp)->next) {
+                if (*pp == dl) {
+                        *pp = dl->next;
+                        break;
+                }
+        }
+        if (dl->busy > 0)
+                dl->closed = true;
+        else
+                download_free(dl);
+}
+
+void op_download_client_closed(struct client *client)
+{
+        struct download_session **sp =
+            (struct download_session **)client_session(client, SESSION_DOWNLOAD);
+
+        if (*sp == NULL)
+                return;
+        while ((*sp)->downloads != NULL)
+                download_forget(*sp, (*sp)->downloads);
+        free(*sp);
+        *sp = NULL;
+}
+
+/* ---- download.open ---- */
+
+static void download_opened_cb(void *data, int code, const char *message, cJSON *version)
+{
+        struct lookup *lk = data;
         struct request *req = lk->req;
-        cJSON *rep;
-
-        if (code != 0) {
-                request_fail(req, code, "%s", lk->err);
-                lookup_free(lk);
-                return;
-        }
-        rep = request_ok(req);
-        if (rep != NULL) {
-                cJSON_AddStringToObject(rep, "dir", lk->dir);
-                cJSON_AddItemToObject(
-                    rep, "version",
-                    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(lk->found, "version"), 1));
-                cJSON_AddItemToObject(rep, "files", lk->files);
-                lk->files = NULL;
-                cJSON_AddNumberToObject(rep, "bytes", (double)lk->bytes);
-        }
-        request_reply(req, rep);
-        lookup_free(lk);
-}
-
-static void download_note(struct lookup *lk, const cJSON *asset, const char *action,
-                          const char *note)
-{
-        cJSON *f = cJSON_CreateObject();
-        const cJSON *lp = cJSON_GetObjectItemCaseSensitive(asset, "logical_path");
-        const cJSON *size = cJSON_GetObjectItemCaseSensitive(asset, "size");
-        char *path;
-
-        if (f == NULL)
-                return;
-        cJSON_AddStringToObject(f, "logical_path", cJSON_GetStringValue(lp));
-        path = util_path_join(lk->dir, cJSON_GetStringValue(lp));
-        cJSON_AddStringToObject(f, "path", path ? path : "");
-        free(path);
-        cJSON_AddNumberToObject(f, "size", cJSON_GetNumberValue(size));
-        cJSON_AddStringToObject(f, "action", action);
-        if (note)
-                cJSON_AddStringToObject(f, "note", note);
-        cJSON_AddItemToArray(lk->files, f);
-}
-
-static void download_place_work_cb(uv_work_t *work)
-{
-        struct lookup *lk = work->data;
-
-        lk->rc = fsutil_place_file(lk->dirfd, lk->dir, lk->lp, lk->src_fd, lk->sha, lk->mode,
-                                   &lk->action, lk->err, sizeof(lk->err));
-}
-
-static void download_place_after_cb(uv_work_t *work, int status)
-{
-        struct lookup *lk = work->data;
-        const cJSON *asset =
-            cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(lk->found, "assets"), lk->next - 1);
-        static const char *const names[] = {"written", "kept", "preserved"};
-
-        close(lk->src_fd);
-        lk->src_fd = -1;
-        if (status != 0 || lk->rc != 0) {
-                download_finish(lk, status ? FERRY_EINTERNAL : lk->rc);
-                return;
-        }
-        if (lk->action == FSUTIL_WRITTEN)
-                lk->bytes +=
-                    (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(asset, "size"));
-        download_note(lk, asset, names[lk->action], NULL);
-        download_next(lk);
-}
-
-static void download_place(struct lookup *lk);
-
-static void download_fetched_cb(void *data, int code, const char *message, const char *path)
-{
-        struct lookup *lk = data;
-        int e;
-
-        if (code != 0) {
-                snprintf(lk->err, sizeof(lk->err), "cannot fetch %s: %s", lk->lp,
-                         message ? message : ferry_strerror(code));
-                download_finish(lk, code);
-                return;
-        }
-        lk->src_fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (lk->src_fd < 0) {
-                e = errno;
-                snprintf(lk->err, sizeof(lk->err), "cannot read the content of %s: %s", lk->lp,
-                         strerror(e));
-                download_finish(lk, e == ENOENT ? FERRY_ENOTFOUND : FERRY_EIO);
-                return;
-        }
-        download_place(lk);
-}
-
-/* Copy the open source of the current asset into place, on the thread pool. */
-static void download_place(struct lookup *lk)
-{
-        int rc;
-
-        lk->work.data = lk;
-        rc = uv_queue_work(lk->req->d->loop, &lk->work, download_place_work_cb,
-                           download_place_after_cb);
-        if (rc != 0) {
-                snprintf(lk->err, sizeof(lk->err), "cannot queue the copy: %s", uv_strerror(rc));
-                download_finish(lk, FERRY_EINTERNAL);
-        }
-}
-
-static void download_next(struct lookup *lk)
-{
-        const cJSON *assets = cJSON_GetObjectItemCaseSensitive(lk->found, "assets");
-        struct backend *be = lk->req->d->backend;
-
-        while (lk->next < cJSON_GetArraySize(assets)) {
-                const cJSON *a = cJSON_GetArrayItem(assets, lk->next++);
-                const cJSON *spool = cJSON_GetObjectItemCaseSensitive(a, "_spool");
-
-                lk->lp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "logical_path"));
-                lk->sha = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "_sha256"));
-                if (lk->lp == NULL)
-                        continue;
-                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote"))) {
-                        download_note(lk, a, "skipped", "remote asset: listed, not downloaded");
-                        continue;
-                }
-                if (cJSON_IsString(spool)) { /* still queued on this node: its pinned snapshot */
-                        lk->src_fd = spool_open_file(lk->req->d->spool, spool->valuestring);
-                        if (lk->src_fd < 0) {
-                                snprintf(lk->err, sizeof(lk->err),
-                                         "cannot read the snapshot of %s: %s", lk->lp,
-                                         strerror(-lk->src_fd));
-                                lk->src_fd = -1;
-                                download_finish(lk, FERRY_EIO);
-                                return;
-                        }
-                        download_place(lk);
-                } else {
-                        be->ops->fetch(be, a, download_fetched_cb, lk);
-                }
-                return;
-        }
-        download_finish(lk, 0);
-}
-
-static void download_resolved_cb(void *data, int code, const char *message, cJSON *version)
-{
-        struct lookup *lk = data;
-        const cJSON *a;
-        int rc;
+        struct download_session **sp =
+            (struct download_session **)client_session(req->client, SESSION_DOWNLOAD);
+        struct download *dl = NULL;
+        cJSON *rep = NULL, *pub = NULL, *files, *skipped, *a;
+        int n = 0;
 
         if (code != 0) {
                 cJSON_Delete(version);
-                snprintf(lk->err, sizeof(lk->err), "%s",
-                         message && message[0] ? message : "look-up failed");
-                download_finish(lk, code);
+                request_fail(req, code, "%s", message && message[0] ? message : "look-up failed");
+                lookup_free(lk);
                 return;
         }
-        lk->found = version;
-        /* Refuse a hostile version before writing anything. */
+        /* Refuse a hostile version before the client writes anything. */
         cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(version, "assets"))
         {
                 const char *lp =
                     cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "logical_path"));
-                char why[256];
+                char why[256], shown[200];
 
                 if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")))
                         continue;
                 if (lp == NULL || proto_validate_logical_path(lp, why, sizeof(why)) != 0) {
-                        char shown[200];
-
                         proto_sanitize(shown, sizeof(shown), lp ? lp : "(none)",
                                        strlen(lp ? lp : "(none)"));
-                        snprintf(lk->err, sizeof(lk->err),
-                                 "refusing to download: the backend names a file \"%s\" "
-                                 "outside the target directory",
-                                 shown);
-                        download_finish(lk, FERRY_EUNSAFE);
+                        cJSON_Delete(version);
+                        request_fail(req, FERRY_EUNSAFE,
+                                     "refusing to download: the backend names a file \"%s\" "
+                                     "outside the target directory",
+                                     shown);
+                        lookup_free(lk);
                         return;
                 }
+                n++;
         }
-        if ((rc = util_mkdir_p(lk->dir, 0755)) != 0) {
-                snprintf(lk->err, sizeof(lk->err), "cannot create %s: %s", lk->dir, strerror(-rc));
-                download_finish(lk, FERRY_EIO);
+        if (*sp == NULL)
+                *sp = calloc(1, sizeof(**sp));
+        dl = *sp ? calloc(1, sizeof(*dl)) : NULL;
+        if (dl == NULL || (dl->files = calloc((size_t)n + 1, sizeof(*dl->files))) == NULL ||
+            util_random_hex(dl->token, 16) != 0 || (pub = cJSON_Duplicate(version, 1)) == NULL ||
+            (rep = request_ok(req)) == NULL) {
+                if (dl)
+                        free(dl->files);
+                free(dl);
+                cJSON_Delete(pub);
+                cJSON_Delete(version);
+                request_fail(req, FERRY_ENOMEM, "out of memory");
+                lookup_free(lk);
                 return;
         }
-        lk->dirfd = open(lk->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (lk->dirfd < 0) {
-                snprintf(lk->err, sizeof(lk->err), "cannot open %s: %s", lk->dir, strerror(errno));
-                download_finish(lk, FERRY_EIO);
-                return;
+        dl->version = version;
+        dl->spool = req->d->spool;
+        dl->pinned = lk->pinned; /* the download holds the pin now */
+        lk->pinned = 0;
+        strip_private(pub);
+        cJSON_AddStringToObject(rep, "token", dl->token);
+        cJSON_AddItemToObject(rep, "version", pub);
+        files = cJSON_AddArrayToObject(rep, "files");
+        skipped = cJSON_AddArrayToObject(rep, "skipped");
+        cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(version, "assets"))
+        {
+                cJSON *f = cJSON_CreateObject();
+
+                cJSON_AddStringToObject(
+                    f, "logical_path",
+                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "logical_path")));
+                cJSON_AddNumberToObject(
+                    f, "size", cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(a, "size")));
+                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote"))) {
+                        cJSON_AddItemToArray(skipped, f);
+                        continue;
+                }
+                cJSON_AddItemToArray(files, f);
+                dl->files[dl->nfiles++] = a;
         }
-        download_next(lk);
+        dl->next = (*sp)->downloads;
+        (*sp)->downloads = dl;
+        lookup_free(lk);
+        request_reply(req, rep);
 }
 
-void op_download(struct request *req)
+void op_download_open(struct request *req)
 {
-        static const char *const extra[] = {"dir", "overwrite", NULL};
-        struct lookup *lk = calloc(1, sizeof(*lk));
-        const char *dir, *ow;
-        char err[PROTO_ERRMSG_MAX];
-        int rc;
+        struct lookup *lk = lookup_new(req);
 
-        if (lk == NULL || (lk->files = cJSON_CreateArray()) == NULL) {
-                free(lk);
+        if (lk != NULL)
+                lookup_resolve(lk, download_opened_cb);
+}
+
+/* ---- download.files ---- */
+
+struct files_req {
+        struct request *req;
+        struct download *dl;
+        int from, count;
+        int *fds;     /* per file, once available */
+        char **paths; /* per file: where the backend made it available */
+        int waiting;  /* fetches not back yet */
+        int rc;
+        char err[PROTO_ERRMSG_MAX];
+};
+
+/* Open a file the daemon keeps (registry or cache blob) without following a link. */
+static int open_kept(const char *path)
+{
+        int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+        return fd >= 0 ? fd : -errno;
+}
+
+static void files_finish(struct files_req *fr)
+{
+        struct request *req = fr->req;
+        struct download *dl = fr->dl;
+        cJSON *rep = NULL, *files;
+        int i, n = 0;
+
+        dl->busy--;
+        for (i = 0; fr->rc == 0 && i < fr->count; i++) {
+                if (fr->fds[i] >= 0)
+                        continue;
+                fr->fds[i] = open_kept(fr->paths[i]);
+                if (fr->fds[i] < 0) {
+                        snprintf(fr->err, sizeof(fr->err), "cannot open %s: %s",
+                                 cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+                                     dl->files[fr->from + i], "logical_path")),
+                                 strerror(-fr->fds[i]));
+                        fr->fds[i] = -1;
+                        fr->rc = FERRY_EIO;
+                }
+        }
+        if (fr->rc == 0 && !dl->closed && (rep = request_ok(req)) != NULL) {
+                files = cJSON_AddArrayToObject(rep, "files");
+                for (i = 0; i < fr->count; i++) {
+                        const cJSON *a = dl->files[fr->from + i];
+                        const char *sha =
+                            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "_sha256"));
+                        cJSON *f = cJSON_CreateObject();
+
+                        cJSON_AddNumberToObject(f, "index", fr->from + i);
+                        cJSON_AddStringToObject(
+                            f, "logical_path",
+                            cJSON_GetStringValue(
+                                cJSON_GetObjectItemCaseSensitive(a, "logical_path")));
+                        cJSON_AddNumberToObject(f, "fd", i);
+                        if (sha != NULL)
+                                cJSON_AddStringToObject(f, "sha256", sha);
+                        cJSON_AddItemToArray(files, f);
+                        n++;
+                }
+                cJSON_AddNumberToObject(rep, "fds", n);
+                client_send_fds(req->client, rep, fr->fds, n);
+                cJSON_Delete(rep);
+                request_drop(req);
+        } else {
+                for (i = 0; i < fr->count; i++)
+                        if (fr->fds[i] >= 0)
+                                close(fr->fds[i]);
+                if (dl->closed)
+                        request_fail(req, FERRY_ECLOSED, "the download was closed");
+                else if (rep == NULL && fr->rc == 0)
+                        request_fail(req, FERRY_ENOMEM, "out of memory");
+                else
+                        request_fail(req, fr->rc, "%s", fr->err);
+        }
+        if (dl->closed && dl->busy == 0)
+                download_free(dl);
+        for (i = 0; i < fr->count; i++)
+                free(fr->paths[i]);
+        free(fr->paths);
+        free(fr->fds);
+        free(fr);
+}
+
+struct fetch_slot {
+        struct files_req *fr;
+        int i;
+};
+
+static void files_fetched_cb(void *data, int code, const char *message, const char *path)
+{
+        struct fetch_slot *slot = data;
+        struct files_req *fr = slot->fr;
+        int i = slot->i;
+
+        free(slot);
+        if (code != 0 && fr->rc == 0) {
+                fr->rc = code;
+                snprintf(fr->err, sizeof(fr->err), "cannot fetch %s: %s",
+                         cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+                             fr->dl->files[fr->from + i], "logical_path")),
+                         message ? message : ferry_strerror(code));
+                proto_utf8_trim(fr->err);
+        } else if (code == 0) {
+                /* Opened at once: the cache may evict the blob once we return. */
+                fr->fds[i] = open_kept(path);
+                if (fr->fds[i] < 0 && fr->rc == 0) {
+                        fr->rc = FERRY_EIO;
+                        snprintf(fr->err, sizeof(fr->err), "cannot open a fetched file: %s",
+                                 strerror(-fr->fds[i]));
+                }
+                if (fr->fds[i] < 0)
+                        fr->fds[i] = -1;
+        }
+        if (--fr->waiting == 0)
+                files_finish(fr);
+}
+
+void op_download_files(struct request *req)
+{
+        static const char *const keys[] = {"id", "op", "token", "from", "count", NULL};
+        struct backend *be = req->d->backend;
+        char err[PROTO_ERRMSG_MAX];
+        struct download *dl;
+        struct files_req *fr;
+        int64_t from, count;
+        int i, rc;
+
+        if ((rc = proto_check_keys(req->msg, keys, err, sizeof(err))) != 0 ||
+            (rc = proto_get_int(req->msg, "from", true, 0, &from, err, sizeof(err))) != 0 ||
+            (rc = proto_get_int(req->msg, "count", true, 0, &count, err, sizeof(err))) != 0) {
+                request_fail(req, rc, "%s", err);
+                return;
+        }
+        if ((dl = download_find(req, err, sizeof(err))) == NULL) {
+                request_fail(req, FERRY_ENOTFOUND, "%s", err);
+                return;
+        }
+        if (from < 0 || count < 1 || count > PROTO_MAX_FDS || from + count > dl->nfiles) {
+                request_fail(req, FERRY_EINVAL,
+                             "ask for 1 to %d of the version's %d files, within its list",
+                             PROTO_MAX_FDS, dl->nfiles);
+                return;
+        }
+        fr = calloc(1, sizeof(*fr));
+        if (fr == NULL || (fr->fds = malloc((size_t)count * sizeof(int))) == NULL ||
+            (fr->paths = calloc((size_t)count, sizeof(char *))) == NULL) {
+                if (fr) {
+                        free(fr->fds);
+                        free(fr);
+                }
                 request_fail(req, FERRY_ENOMEM, "out of memory");
                 return;
         }
-        lk->req = req;
-        lk->spool = req->d->spool;
-        lk->dirfd = -1;
-        lk->src_fd = -1;
-        if (lookup_parse(lk, extra) != 0) {
-                lk->req = NULL;
-                cJSON_Delete(lk->files);
-                free(lk);
+        fr->req = req;
+        fr->dl = dl;
+        fr->from = (int)from;
+        fr->count = (int)count;
+        dl->busy++;
+        fr->waiting = 1; /* released after the loop */
+        for (i = 0; i < fr->count; i++) {
+                const cJSON *a = dl->files[fr->from + i];
+                const char *spool =
+                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "_spool"));
+                const char *path =
+                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "_path"));
+                struct fetch_slot *slot;
+
+                fr->fds[i] = -1;
+                if (spool != NULL) { /* still on its way: its pinned snapshot */
+                        fr->fds[i] = spool_open_file(req->d->spool, spool);
+                        if (fr->fds[i] < 0 && fr->rc == 0) {
+                                fr->rc = FERRY_EIO;
+                                snprintf(fr->err, sizeof(fr->err),
+                                         "cannot read the snapshot of an asset: %s",
+                                         strerror(-fr->fds[i]));
+                        }
+                        if (fr->fds[i] < 0)
+                                fr->fds[i] = -1;
+                        continue;
+                }
+                if (path != NULL) { /* a file the backend keeps on the node */
+                        fr->paths[i] = strdup(path);
+                        continue;
+                }
+                slot = calloc(1, sizeof(*slot));
+                if (slot == NULL) {
+                        fr->rc = FERRY_ENOMEM;
+                        break;
+                }
+                slot->fr = fr;
+                slot->i = i;
+                fr->waiting++;
+                be->ops->fetch(be, a, files_fetched_cb, slot);
+        }
+        if (--fr->waiting == 0)
+                files_finish(fr);
+}
+
+/* ---- download.close ---- */
+
+void op_download_close(struct request *req)
+{
+        static const char *const keys[] = {"id", "op", "token", NULL};
+        struct download_session *s = *client_session(req->client, SESSION_DOWNLOAD);
+        char err[PROTO_ERRMSG_MAX];
+        struct download *dl;
+        int rc;
+
+        if ((rc = proto_check_keys(req->msg, keys, err, sizeof(err))) != 0) {
+                request_fail(req, rc, "%s", err);
                 return;
         }
-        if ((rc = proto_get_string(req->msg, "dir", true, &dir, err, sizeof(err))) ||
-            (rc = proto_get_string(req->msg, "overwrite", false, &ow, err, sizeof(err))))
-                goto fail;
-        if (dir[0] != '/' || strlen(dir) >= sizeof(lk->dir)) {
-                rc = FERRY_EINVAL;
-                snprintf(err, sizeof(err), "dir must be an absolute path");
-                goto fail;
+        if ((dl = download_find(req, err, sizeof(err))) == NULL) {
+                request_fail(req, FERRY_ENOTFOUND, "%s", err);
+                return;
         }
-        snprintf(lk->dir, sizeof(lk->dir), "%s", dir);
-        if (ow == NULL || strcmp(ow, "fail") == 0) {
-                lk->mode = FSUTIL_FAIL;
-        } else if (strcmp(ow, "preserve") == 0) {
-                lk->mode = FSUTIL_PRESERVE;
-        } else if (strcmp(ow, "overwrite") == 0) {
-                lk->mode = FSUTIL_OVERWRITE;
-        } else {
-                rc = FERRY_EINVAL;
-                snprintf(err, sizeof(err), "overwrite must be fail, preserve or overwrite");
-                goto fail;
-        }
-        lookup_resolve(lk, download_resolved_cb);
-        return;
-fail:
-        request_fail(req, rc, "%s", err);
-        lk->req = NULL;
-        lookup_free(lk);
+        download_forget(s, dl);
+        request_reply(req, request_ok(req));
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "cache.h"
@@ -14,7 +15,7 @@
 #include "proto.h"
 #include "recovery.h"
 #include "scheduler.h"
-#include "server.h"
+#include "connection.h"
 #include "spool.h"
 #include "store.h"
 #include "util.h"
@@ -36,6 +37,10 @@ static void request_end(struct request *req)
         if (req->next)
                 req->next->prev = req->prev;
         p->count--;
+        for (int i = 0; i < req->nfds; i++)
+                if (req->fds[i] >= 0)
+                        close(req->fds[i]);
+        free(req->fds);
         client_unref(req->client);
         cJSON_Delete(req->msg);
         free(req);
@@ -83,6 +88,8 @@ void ops_client_closed(struct client *client)
                 if (req->cancel != NULL)
                         req->cancel(req);
         }
+        op_log_client_closed(client);
+        op_download_client_closed(client);
 }
 
 /* Check the request's fields against `allowed` (id and op are always allowed). */
@@ -212,30 +219,6 @@ static void op_experiment_create(struct request *req)
                 return;
         }
         writer_submit(d->writer, &w->op);
-}
-
-/* ---- stage ---- */
-
-static void op_stage(struct request *req)
-{
-        char token[33], err[PROTO_ERRMSG_MAX];
-        char *path = NULL;
-        cJSON *rep;
-        int rc;
-
-        CHECK_KEYS(req, "");
-        rc = spool_stage_new(req->d->spool, token, &path, err, sizeof(err));
-        if (rc != 0) {
-                request_fail(req, rc, "%s", err);
-                return;
-        }
-        rep = request_ok(req);
-        if (rep != NULL) {
-                cJSON_AddStringToObject(rep, "token", token);
-                cJSON_AddStringToObject(rep, "path", path);
-        }
-        free(path);
-        request_reply(req, rep);
 }
 
 /* ---- status ---- */
@@ -562,31 +545,38 @@ static void op_cache(struct request *req)
 
 /* ---- the table ---- */
 
-static const struct {
-        const char *op;
-        void (*handler)(struct request *req);
-} op_table[] = {
-    {"experiment.create", op_experiment_create},
-    {"stage", op_stage},
-    {"artifact.log", op_log},
-    {"status", op_status},
-    {"ls", op_ls},
-    {"wait", op_wait},
-    {"retry", op_retry},
-    {"pause", op_pause},
-    {"cache", op_cache},
-    {"get", op_get},
-    {"download", op_download},
-    {"recover", op_recover},
+/* The handler of each operation of proto.h's PROTO_OPS (hello is the connection's). */
+static void (*const op_handlers[PROTO_OP_COUNT])(struct request *req) = {
+    [PROTO_OP_EXPERIMENT_CREATE] = op_experiment_create,
+    [PROTO_OP_ARTIFACT_LOG] = op_log,
+    [PROTO_OP_ARTIFACT_BEGIN] = op_log_begin,
+    [PROTO_OP_ARTIFACT_ADD] = op_log_add,
+    [PROTO_OP_ARTIFACT_COMMIT] = op_log_commit,
+    [PROTO_OP_ARTIFACT_ABORT] = op_log_abort,
+    [PROTO_OP_STATUS] = op_status,
+    [PROTO_OP_LS] = op_ls,
+    [PROTO_OP_WAIT] = op_wait,
+    [PROTO_OP_RETRY] = op_retry,
+    [PROTO_OP_PAUSE] = op_pause,
+    [PROTO_OP_CACHE] = op_cache,
+    [PROTO_OP_RECOVER] = op_recover,
+    [PROTO_OP_GET] = op_get,
+    [PROTO_OP_DOWNLOAD_OPEN] = op_download_open,
+    [PROTO_OP_DOWNLOAD_FILES] = op_download_files,
+    [PROTO_OP_DOWNLOAD_CLOSE] = op_download_close,
 };
 
-void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op, cJSON *msg)
+void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op, cJSON *msg,
+                  int *fds, int nfds)
 {
         struct client_pending *p = client_pending(client);
         struct request *req = calloc(1, sizeof(*req));
-        size_t i;
+        int which;
 
         if (req == NULL) {
+                for (int i = 0; i < nfds; i++)
+                        close(fds[i]);
+                free(fds);
                 cJSON_Delete(msg);
                 return;
         }
@@ -594,6 +584,8 @@ void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const ch
         req->client = client;
         req->id = id;
         req->msg = msg;
+        req->fds = fds;
+        req->nfds = nfds;
         client_ref(client);
         req->next = p->head;
         if (p->head)
@@ -611,11 +603,10 @@ void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const ch
                 request_fail(req, FERRY_EBUSY, "ferryd is stopping");
                 return;
         }
-        for (i = 0; i < sizeof(op_table) / sizeof(op_table[0]); i++) {
-                if (strcmp(op_table[i].op, op) == 0) {
-                        op_table[i].handler(req);
-                        return;
-                }
+        which = proto_op_from_name(op);
+        if (which >= 0 && op_handlers[which] != NULL) {
+                op_handlers[which](req);
+                return;
         }
         {
                 char shown[80];

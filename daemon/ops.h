@@ -18,6 +18,9 @@ struct request {
         struct client *client; /* held (client_ref) until the request ends */
         uint64_t id;
         cJSON *msg; /* the request object, owned */
+        int *fds;   /* descriptors that came with it (SCM_RIGHTS); a handler that keeps one
+                       sets its slot to -1; the rest are closed when the request ends */
+        int nfds;
         /* Set by a handler that waits (wait, download): the client left; end the request
          * without a reply. */
         void (*cancel)(struct request *req);
@@ -31,8 +34,9 @@ struct request {
 /* The connection ended: cancel what waits for it (called by the server). */
 void ops_client_closed(struct client *client);
 
-/* Route a request after hello; takes ownership of `msg`. */
-void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op, cJSON *msg);
+/* Route a request after hello; takes ownership of `msg` and of the `nfds` descriptors `fds`. */
+void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op, cJSON *msg,
+                  int *fds, int nfds);
 
 /* A reply object with "id" and "ok": true, to which results are added; NULL if out of memory. */
 cJSON *request_ok(struct request *req);
@@ -46,8 +50,17 @@ void request_fail(struct request *req, int code, const char *fmt, ...)
 
 /* Handlers living in their own files. */
 void op_log(struct request *req);
+void op_log_begin(struct request *req);
+void op_log_add(struct request *req);
+void op_log_commit(struct request *req);
+void op_log_abort(struct request *req);
 void op_get(struct request *req);
-void op_download(struct request *req);
+void op_download_open(struct request *req);
+void op_download_files(struct request *req);
+void op_download_close(struct request *req);
 void op_recover(struct request *req);
+/* A connection ended: drop its open versions and downloads. */
+void op_log_client_closed(struct client *client);
+void op_download_client_closed(struct client *client);
 
 #endif

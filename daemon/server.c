@@ -1,11 +1,13 @@
-/* server.c — the control socket. */
+/* server.c — the control socket's listener and its housekeeping. */
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -13,393 +15,264 @@
 
 #include <uv.h>
 
+#include "connection.h"
 #include "daemon.h"
 #include "ferry.h"
 #include "log.h"
-#include "ops.h"
 #include "proto.h"
 #include "util.h"
 
-/*
- * A client that does not read its replies: past HIGH queued bytes ferryd stops
- * reading its requests until the queue drains below LOW; past MAX (or when
- * all clients together hold more than TOTAL_MAX) it is dropped.
- */
-#define CLIENT_WRITE_QUEUE_HIGH (1u << 20)
-#define CLIENT_WRITE_QUEUE_LOW (256u << 10)
-#define CLIENT_WRITE_QUEUE_MAX (32u << 20)
-#define SERVER_WRITE_QUEUE_TOTAL_MAX (256u << 20)
+#define SERVER_FD_RESERVE 32      /* descriptors kept free for snapshots, SQLite, curl */
+#define SERVER_ACCEPTS_PER_WAKE 64
+#define SERVER_PAUSE_MS 100       /* after running out of descriptors */
+#define SERVER_SWEEP_MS 1000      /* housekeeping period */
+#define SERVER_LOG_EVERY_MS 60000 /* a kind of refusal is logged at most this often */
 
-struct client {
-        uv_pipe_t pipe;
-        struct server *srv;
-        struct proto_decoder dec;
-        bool hello;                    /* hello exchanged */
-        bool closing;                  /* no more reads or writes */
-        bool held;                     /* reading stopped until its replies drain */
-        size_t queued;                 /* bytes handed to uv_write and not yet written */
-        struct client_pending pending; /* requests waiting for replies (ops.c) */
-        int refs;                      /* the connection's own ref + pending asynchronous replies */
-        unsigned long serial;
-        uid_t uid;
-        struct client *prev, *next;
-        char readbuf[64 * 1024];
-};
+enum refusal { REFUSE_UID, REFUSE_UID_CAP, REFUSE_FULL, REFUSE_EVICTED, REFUSE_HELLO, REFUSE_N };
 
 struct server {
         struct daemon *d;
-        uv_pipe_t listener;
-        bool listening;
+        int fd;
+        uv_poll_t poll;
+        uv_timer_t sweep; /* hello timeouts */
+        uv_timer_t pause; /* accepting again after running out of descriptors */
+        int handles;      /* open uv handles */
+        bool activated;   /* the socket came from systemd (LISTEN_FDS): not ours to unlink */
+        bool stopping;
+        int reserve_fd;   /* /dev/null, given up to accept and refuse when out of descriptors */
         struct client *clients;
         int nclients;
-        size_t queued; /* bytes queued to all clients */
-        unsigned long serial;
+        int max_clients; /* within the descriptor limit */
+        size_t queued;
+        struct {
+                int64_t last_ms;
+                uint64_t count, logged;
+        } refusals[REFUSE_N];
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
-struct client_write {
-        uv_write_t req;
-        struct client *client;
-        size_t len;
-        char *frame;
-};
+static const char *const refusal_names[REFUSE_N] = {
+    "a peer of another user", "a user over its connection cap", "no room for another connection",
+    "an idle connection closed to make room", "a connection that never said hello"};
 
-static void client_close(struct client *c, bool flush);
-static void client_process(struct client *c);
-static void client_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
-static void client_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-
-struct client_pending *client_pending(struct client *c)
+/* Log one kind of refusal, at most once a minute, with how many there were. */
+static void server_note(struct server *srv, enum refusal kind, uid_t uid)
 {
-        return &c->pending;
-}
+        int64_t now = util_mono_ms();
 
-void client_ref(struct client *c)
-{
-        c->refs++;
-}
-
-void client_unref(struct client *c)
-{
-        if (--c->refs > 0)
+        srv->refusals[kind].count++;
+        if (srv->refusals[kind].last_ms != 0 &&
+            now - srv->refusals[kind].last_ms < SERVER_LOG_EVERY_MS)
                 return;
-        proto_decoder_free(&c->dec);
-        free(c);
+        log_warn("refused %s (uid %u); %llu such refusals since the last note", refusal_names[kind],
+                 (unsigned)uid,
+                 (unsigned long long)(srv->refusals[kind].count - srv->refusals[kind].logged));
+        srv->refusals[kind].logged = srv->refusals[kind].count;
+        srv->refusals[kind].last_ms = now;
 }
 
-static void client_write_cb(uv_write_t *req, int status)
+struct daemon *server_daemon(struct server *srv)
 {
-        struct client_write *w = req->data;
-        struct client *c = w->client;
-
-        c->queued -= w->len;
-        c->srv->queued -= w->len;
-        free(w->frame);
-        free(w);
-        if (status < 0 && status != UV_ECANCELED && !c->closing) {
-                log_debug("client %lu: write failed: %s", c->serial, uv_strerror(status));
-                client_close(c, false);
-        }
-        if (c->held && !c->closing && c->queued < CLIENT_WRITE_QUEUE_LOW) {
-                /* Its replies drained: take its requests again. */
-                c->held = false;
-                client_process(c);
-                if (!c->held && !c->closing)
-                        uv_read_start((uv_stream_t *)&c->pipe, client_alloc_cb, client_read_cb);
-        }
-        client_unref(c);
+        return srv->d;
 }
 
-void client_send(struct client *c, const cJSON *msg)
+void server_client_added(struct server *srv, struct client *c)
 {
-        struct client_write *w;
-        uv_buf_t buf;
-        int rc;
-
-        if (c->closing)
-                return;
-        w = calloc(1, sizeof(*w));
-        if (w == NULL)
-                goto fail;
-        rc = proto_frame_encode(msg, &w->frame, &w->len);
-        if (rc != 0) {
-                cJSON *err;
-
-                free(w);
-                /* A reply too large for a frame becomes an error reply. */
-                err = proto_reply_error(
-                    (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(msg, "id")), rc,
-                    "the reply does not fit in one frame");
-                if (rc == FERRY_ETOOBIG && err != NULL)
-                        client_send(c, err);
-                cJSON_Delete(err);
-                if (rc != FERRY_ETOOBIG)
-                        goto fail;
-                return;
-        }
-        if (c->queued + w->len > CLIENT_WRITE_QUEUE_MAX ||
-            (c->srv->queued + w->len > SERVER_WRITE_QUEUE_TOTAL_MAX &&
-             c->queued > CLIENT_WRITE_QUEUE_HIGH)) {
-                log_warn("client %lu does not read its replies (%zu bytes waiting); dropping it",
-                         c->serial, c->queued);
-                free(w->frame);
-                free(w);
-                client_close(c, false);
-                return;
-        }
-        w->client = c;
-        w->req.data = w;
-        buf = uv_buf_init(w->frame, (unsigned)w->len);
-        rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, client_write_cb);
-        if (rc != 0) {
-                free(w->frame);
-                free(w);
-                log_debug("client %lu: write failed: %s", c->serial, uv_strerror(rc));
-                client_close(c, false);
-                return;
-        }
-        c->queued += w->len;
-        c->srv->queued += w->len;
-        client_ref(c);
-        if (c->queued > CLIENT_WRITE_QUEUE_HIGH && !c->held) {
-                /* Backpressure: no more requests from it until it reads its replies. */
-                c->held = true;
-                uv_read_stop((uv_stream_t *)&c->pipe);
-        }
-        return;
-fail:
-        log_error("out of memory sending to client %lu", c->serial);
-        client_close(c, false);
+        client_link(c, &srv->clients);
+        srv->nclients++;
 }
 
-static void client_close_cb(uv_handle_t *h)
+void server_client_gone(struct server *srv, struct client *c)
 {
-        struct client *c = h->data;
-
-        client_unref(c);
-}
-
-static void client_shutdown_cb(uv_shutdown_t *req, int status)
-{
-        struct client *c = req->data;
-
-        free(req);
-        uv_close((uv_handle_t *)&c->pipe, client_close_cb);
-}
-
-/* The one path by which a connection ends. `flush`: deliver queued replies first. */
-static void client_close(struct client *c, bool flush)
-{
-        struct server *srv = c->srv;
-        uv_shutdown_t *req;
-
-        if (c->closing)
-                return;
-        c->closing = true;
-        uv_read_stop((uv_stream_t *)&c->pipe);
-        ops_client_closed(c);
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                srv->clients = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        client_unlink(c, &srv->clients);
         srv->nclients--;
-        if (flush && (req = calloc(1, sizeof(*req))) != NULL) {
-                req->data = c;
-                if (uv_shutdown(req, (uv_stream_t *)&c->pipe, client_shutdown_cb) == 0)
-                        return;
-                free(req);
-        }
-        uv_close((uv_handle_t *)&c->pipe, client_close_cb);
 }
 
-/* Reply with an error and end the connection once it is written. */
-static void client_refuse(struct client *c, uint64_t id, int code, const char *msg)
+size_t server_queued(const struct server *srv)
 {
-        cJSON *rep = proto_reply_error(id, code, "%s", msg);
-
-        if (rep != NULL)
-                client_send(c, rep);
-        cJSON_Delete(rep);
-        client_close(c, true);
+        return srv->queued;
 }
 
-static void client_hello(struct client *c, uint64_t id, cJSON *req)
+void server_account_queued(struct server *srv, int64_t delta)
 {
-        struct daemon *d = c->srv->d;
-        char err[PROTO_ERRMSG_MAX];
-        int64_t version;
-        cJSON *rep;
-
-        if (proto_get_int(req, "protocol", true, 0, &version, err, sizeof(err)) != 0) {
-                client_refuse(c, id, FERRY_EPROTO, err);
-                return;
-        }
-        if (version != PROTO_VERSION) {
-                snprintf(err, sizeof(err),
-                         "client speaks protocol %lld, ferryd speaks protocol %d; use matching "
-                         "versions of ferry and ferryd",
-                         (long long)version, PROTO_VERSION);
-                client_refuse(c, id, FERRY_EVERSION, err);
-                return;
-        }
-        c->hello = true;
-        rep = proto_reply_ok(id);
-        if (rep == NULL)
-                return;
-        cJSON_AddNumberToObject(rep, "protocol", PROTO_VERSION);
-        cJSON_AddStringToObject(rep, "daemon", "ferryd/" FERRY_VERSION_STRING);
-        cJSON_AddStringToObject(rep, "backend", d->cfg.backend);
-        cJSON_AddNumberToObject(rep, "pid", getpid());
-        client_send(c, rep);
-        cJSON_Delete(rep);
+        srv->queued = (size_t)((int64_t)srv->queued + delta);
 }
 
-static void client_handle_frame(struct client *c, const char *json, size_t len)
+/* Is uid allowed in? Its own user and root; members of allow_group too. */
+static bool server_peer_allowed(struct server *srv, uid_t uid, gid_t gid)
 {
-        char err[PROTO_ERRMSG_MAX];
-        int rc;
-        const char *op;
-        uint64_t id;
-        cJSON *req;
-        cJSON *rep;
+        const struct config *cfg = &srv->d->cfg;
 
-        if ((rc = proto_request_parse(json, len, &req, &id, &op, err, sizeof(err))) != 0) {
-                rep = proto_reply_error(id, rc, "%s", err);
-                if (rep != NULL)
-                        client_send(c, rep);
-                cJSON_Delete(rep);
-                return;
-        }
-        if (strcmp(op, "hello") == 0) {
-                client_hello(c, id, req);
-                cJSON_Delete(req);
-                return;
-        }
-        if (!c->hello) {
-                rep = proto_reply_error(id, FERRY_EPROTO, "say hello first");
-                if (rep != NULL)
-                        client_send(c, rep);
-                cJSON_Delete(rep);
-                cJSON_Delete(req);
-                return;
-        }
-        ops_dispatch(c->srv->d, c, id, op, req);
+        if (uid == getuid() || uid == 0)
+                return true;
+        return cfg->have_allow_gid && gid == cfg->allow_gid;
 }
 
-static void client_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static int server_count_uid(struct server *srv, uid_t uid)
 {
-        struct client *c = h->data;
+        struct client *c;
+        int n = 0;
 
-        buf->base = c->readbuf;
-        buf->len = sizeof(c->readbuf);
+        for (c = srv->clients; c != NULL; c = client_next(c))
+                if (!client_closed(c) && client_uid(c) == uid)
+                        n++;
+        return n;
 }
 
-/* Handle the complete frames buffered, until none is left or the client is held. */
-static void client_process(struct client *c)
+/*
+ * Close the connection that loses least by closing, to make room: idle
+ * (nothing pending, nothing queued), then by rank — never said hello, then
+ * another user's, then the daemon's own — then the longest idle.
+ */
+static bool server_evict(struct server *srv)
 {
-        const char *json;
-        size_t len;
-        int rc;
+        struct client *c, *best = NULL;
+        int best_rank = 0;
 
-        client_ref(c); /* a handler may close the client while frames remain */
-        while (!c->closing && !c->held && (rc = proto_decoder_next(&c->dec, &json, &len)) != 0) {
-                if (rc < 0) {
-                        log_info("client %lu sent a bad frame header; dropping it", c->serial);
-                        client_refuse(c, 0, rc,
-                                      rc == FERRY_ETOOBIG
-                                          ? "frame announces more than 1 MiB; larger data "
-                                            "travels as files"
-                                          : "frame announces an empty message");
-                        break;
+        for (c = srv->clients; c != NULL; c = client_next(c)) {
+                int rank;
+
+                if (client_closed(c) || !client_idle(c))
+                        continue;
+                rank = !client_said_hello(c) ? 3 : client_uid(c) != getuid() ? 2 : 1;
+                if (best == NULL || rank > best_rank ||
+                    (rank == best_rank &&
+                     client_last_active_ms(c) < client_last_active_ms(best))) {
+                        best = c;
+                        best_rank = rank;
                 }
-                client_handle_frame(c, json, len);
         }
-        client_unref(c);
+        if (best == NULL)
+                return false;
+        server_note(srv, REFUSE_EVICTED, client_uid(best));
+        client_refuse(best, 0, FERRY_EBUSY,
+                      "ferryd closed this idle connection to make room for a new one");
+        return true;
 }
 
-static void client_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+static void server_accept_cb(uv_poll_t *h, int status, int events);
+
+static void server_pause_cb(uv_timer_t *t)
 {
-        struct client *c = stream->data;
+        struct server *srv = t->data;
 
-        if (nread == 0)
-                return;
-        if (nread < 0) {
-                if (proto_decoder_partial(&c->dec))
-                        log_info("client %lu left in the middle of a frame", c->serial);
-                else if (nread != UV_EOF)
-                        log_debug("client %lu: %s", c->serial, uv_strerror((int)nread));
-                client_close(c, false);
-                return;
-        }
-        if (proto_decoder_feed(&c->dec, buf->base, (size_t)nread) != 0) {
-                client_refuse(c, 0, FERRY_ENOMEM, "out of memory");
-                return;
-        }
-        client_process(c);
+        if (!srv->stopping)
+                uv_poll_start(&srv->poll, UV_READABLE, server_accept_cb);
 }
 
-static int peer_allowed(struct server *srv, int fd, uid_t *uid)
+/* Out of descriptors: make room, or take the connection only to tell it so. */
+static void server_out_of_fds(struct server *srv)
+{
+        int fd;
+
+        if (server_evict(srv))
+                return; /* the next accept finds room */
+        if (srv->reserve_fd >= 0) {
+                close(srv->reserve_fd);
+                srv->reserve_fd = -1;
+                fd = accept4(srv->fd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd >= 0) {
+                        static const char msg[] = "ferryd has no descriptor left for another "
+                                                  "connection (its open-file limit); try again";
+                        cJSON *rep = proto_reply_error(0, FERRY_EBUSY, "%s", msg);
+                        char *frame = NULL;
+                        size_t len;
+
+                        if (rep != NULL && proto_frame_encode(rep, &frame, &len) == 0 &&
+                            send(fd, frame, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+                                log_debug("cannot tell a refused client why: %s", strerror(errno));
+                        free(frame);
+                        cJSON_Delete(rep);
+                        close(fd);
+                        server_note(srv, REFUSE_FULL, (uid_t)-1);
+                }
+                srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        }
+        /* Do not spin on a listener we cannot serve: wait a little. */
+        uv_poll_stop(&srv->poll);
+        uv_timer_start(&srv->pause, server_pause_cb, SERVER_PAUSE_MS, 0);
+}
+
+static void server_accept_one(struct server *srv, int fd)
 {
         struct ucred cred;
         socklen_t len = sizeof(cred);
-
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
-                return 0;
-        *uid = cred.uid;
-        if (cred.uid == getuid() || cred.uid == 0)
-                return 1;
-        return srv->d->cfg.have_allow_gid && cred.gid == srv->d->cfg.allow_gid;
-}
-
-static void server_connection_cb(uv_stream_t *listener, int status)
-{
-        struct server *srv = listener->data;
         struct client *c;
-        uv_os_fd_t fd;
+        bool own;
 
-        if (status < 0) {
-                log_warn("accept: %s", uv_strerror(status));
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+                close(fd);
                 return;
         }
-        c = calloc(1, sizeof(*c));
-        if (c == NULL) {
-                log_error("out of memory accepting a client");
+        c = client_new(srv, fd, cred.uid, cred.gid);
+        if (c == NULL)
                 return;
-        }
-        c->srv = srv;
-        c->refs = 1;
-        c->serial = ++srv->serial;
-        proto_decoder_init(&c->dec);
-        uv_pipe_init(srv->d->loop, &c->pipe, 0);
-        c->pipe.data = c;
-        c->next = srv->clients;
-        if (srv->clients)
-                srv->clients->prev = c;
-        srv->clients = c;
-        srv->nclients++;
-        if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0) {
-                client_close(c, false);
-                return;
-        }
-        if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 || !peer_allowed(srv, fd, &c->uid)) {
-                log_warn("refused a connection from uid %u", (unsigned)c->uid);
+        if (!server_peer_allowed(srv, cred.uid, cred.gid)) {
+                server_note(srv, REFUSE_UID, cred.uid);
                 client_refuse(c, 0, FERRY_EPERM,
                               "permission denied: this ferryd serves its own user only");
                 return;
         }
-        if (srv->nclients > srv->d->cfg.max_clients) {
-                client_refuse(c, 0, FERRY_EBUSY, "ferryd has too many clients; try again");
+        own = cred.uid == getuid() || cred.uid == 0;
+        if (!own && server_count_uid(srv, cred.uid) > srv->d->cfg.max_clients_per_uid) {
+                server_note(srv, REFUSE_UID_CAP, cred.uid);
+                client_refuse(c, 0, FERRY_EBUSY,
+                              "too many connections from this user; close some and try again");
                 return;
         }
-        uv_read_start((uv_stream_t *)&c->pipe, client_alloc_cb, client_read_cb);
+        /* Room for it: the new connection counts already; an idle one may make way. */
+        if (srv->nclients > srv->max_clients && !server_evict(srv)) {
+                server_note(srv, REFUSE_FULL, cred.uid);
+                client_refuse(c, 0, FERRY_EBUSY, "ferryd has too many clients; try again");
+        }
 }
 
-/* Make the socket's directory: ours, a directory, mode 0700. */
-static int server_prepare_dir(const char *sock, char *err, size_t errlen)
+static void server_accept_cb(uv_poll_t *h, int status, int events)
 {
+        struct server *srv = h->data;
+        int i, fd;
+
+        for (i = 0; i < SERVER_ACCEPTS_PER_WAKE && !srv->stopping; i++) {
+                fd = accept4(srv->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd >= 0) {
+                        server_accept_one(srv, fd);
+                        continue;
+                }
+                if (errno == EINTR || errno == ECONNABORTED)
+                        continue;
+                if (errno == EMFILE || errno == ENFILE) {
+                        server_out_of_fds(srv);
+                        return;
+                }
+                if (errno != EAGAIN && errno != EWOULDBLOCK)
+                        log_warn("accept: %s", strerror(errno));
+                return;
+        }
+}
+
+/* Close connections that never said hello in time. */
+static void server_sweep_cb(uv_timer_t *t)
+{
+        struct server *srv = t->data;
+        int64_t now = util_mono_ms();
+        struct client *c, *next;
+
+        for (c = srv->clients; c != NULL; c = next) {
+                next = client_next(c);
+                if (!client_closed(c) && !client_said_hello(c) &&
+                    now - client_opened_ms(c) > srv->d->cfg.hello_timeout_ms) {
+                        server_note(srv, REFUSE_HELLO, client_uid(c));
+                        client_refuse(c, 0, FERRY_ETIMEDOUT, "say hello first, and in time");
+                }
+        }
+}
+
+/* Make the socket's directory: ours, a directory, 0700 (0710 for an allowed group). */
+static int server_prepare_dir(struct server *srv, const char *sock, char *err, size_t errlen)
+{
+        const struct config *cfg = &srv->d->cfg;
         char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+        mode_t mode = cfg->have_allow_gid ? 0710 : 0700;
         char *slash;
         struct stat st;
         int rc;
@@ -414,11 +287,31 @@ static int server_prepare_dir(const char *sock, char *err, size_t errlen)
                 return -1;
         }
         if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) {
-                snprintf(err, errlen, "%s must be a directory owned by uid %u", dir,
-                         (unsigned)getuid());
+                snprintf(err, errlen,
+                         "%s must be a directory owned by uid %u, and is %s (uid %u): someone "
+                         "else made it; remove it or set FERRY_SOCKET elsewhere",
+                         dir, (unsigned)getuid(),
+                         lstat(dir, &st) != 0      ? "missing"
+                         : S_ISLNK(st.st_mode)     ? "a symbolic link"
+                         : !S_ISDIR(st.st_mode)    ? "not a directory"
+                                                   : "a directory",
+                         (unsigned)st.st_uid);
                 return -1;
         }
-        if ((st.st_mode & 077) != 0 && chmod(dir, 0700) != 0) {
+        if ((st.st_mode & (S_ISVTX | 002)) != 0) {
+                snprintf(err, errlen,
+                         "%s is shared (mode %04o): the socket needs a directory of its own, "
+                         "such as %s/ferry",
+                         dir, (unsigned)(st.st_mode & 07777), dir);
+                return -1;
+        }
+        if (cfg->have_allow_gid && st.st_gid != cfg->allow_gid &&
+            chown(dir, (uid_t)-1, cfg->allow_gid) != 0) {
+                snprintf(err, errlen, "cannot give %s to group %u: %s", dir,
+                         (unsigned)cfg->allow_gid, strerror(errno));
+                return -1;
+        }
+        if ((st.st_mode & 07777) != mode && chmod(dir, mode) != 0) {
                 snprintf(err, errlen, "cannot make %s private: %s", dir, strerror(errno));
                 return -1;
         }
@@ -461,47 +354,116 @@ static int server_probe(const char *path, char *err, size_t errlen)
         return 0;
 }
 
-static void server_listener_close_cb(uv_handle_t *h)
+/* A listening socket handed over by systemd (LISTEN_FDS, fd 3), or -1. */
+static int server_activated_fd(void)
 {
-        free(h->data);
+        const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+        int type = 0, listening = 0;
+        socklen_t len = sizeof(int);
+
+        if (pid == NULL || fds == NULL || strtol(pid, NULL, 10) != (long)getpid() ||
+            strtol(fds, NULL, 10) < 1)
+                return -1;
+        unsetenv("LISTEN_PID");
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_FDNAMES");
+        if (getsockopt(3, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
+            getsockopt(3, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening)
+                return -1;
+        fcntl(3, F_SETFD, FD_CLOEXEC);
+        fcntl(3, F_SETFL, fcntl(3, F_GETFL) | O_NONBLOCK);
+        return 3;
+}
+
+static int server_bind(struct server *srv, char *err, size_t errlen)
+{
+        const struct config *cfg = &srv->d->cfg;
+        struct sockaddr_un sa;
+        mode_t old;
+        int rc;
+
+        if (server_prepare_dir(srv, srv->path, err, errlen) != 0 ||
+            server_probe(srv->path, err, errlen) != 0)
+                return -1;
+        srv->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (srv->fd < 0) {
+                snprintf(err, errlen, "socket: %s", strerror(errno));
+                return -1;
+        }
+        memset(&sa, 0, sizeof(sa));
+        sa.sun_family = AF_UNIX;
+        memcpy(sa.sun_path, srv->path, strlen(srv->path) + 1);
+        old = umask(0177);
+        rc = bind(srv->fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old);
+        if (rc == 0 && cfg->have_allow_gid &&
+            (chown(srv->path, (uid_t)-1, cfg->allow_gid) != 0 || chmod(srv->path, 0660) != 0))
+                rc = -1;
+        if (rc == 0)
+                rc = listen(srv->fd, SOMAXCONN);
+        if (rc != 0) {
+                snprintf(err, errlen, "cannot listen on %s: %s", srv->path, strerror(errno));
+                return -1;
+        }
+        return 0;
+}
+
+static void server_handle_closed_cb(uv_handle_t *h)
+{
+        struct server *srv = h->data;
+
+        if (--srv->handles > 0)
+                return;
+        if (srv->fd >= 0)
+                close(srv->fd);
+        if (srv->reserve_fd >= 0)
+                close(srv->reserve_fd);
+        free(srv);
 }
 
 int server_start(struct server **out, struct daemon *d, char *err, size_t errlen)
 {
         struct server *srv;
-        mode_t old;
-        int rc;
+        struct rlimit rl;
 
         *out = NULL;
         if (strlen(d->cfg.socket_path) >= sizeof(srv->path)) {
                 snprintf(err, errlen, "socket path %s is too long", d->cfg.socket_path);
                 return -1;
         }
-        if (server_prepare_dir(d->cfg.socket_path, err, errlen) != 0 ||
-            server_probe(d->cfg.socket_path, err, errlen) != 0)
-                return -1;
         srv = calloc(1, sizeof(*srv));
         if (srv == NULL) {
                 snprintf(err, errlen, "out of memory");
                 return -1;
         }
         srv->d = d;
+        srv->reserve_fd = -1;
         snprintf(srv->path, sizeof(srv->path), "%s", d->cfg.socket_path);
-        uv_pipe_init(d->loop, &srv->listener, 0);
-        srv->listener.data = srv;
-        old = umask(0177);
-        rc = uv_pipe_bind(&srv->listener, srv->path);
-        umask(old);
-        if (rc == 0 && chmod(srv->path, 0600) != 0)
-                rc = -errno;
-        if (rc == 0)
-                rc = uv_listen((uv_stream_t *)&srv->listener, SOMAXCONN, server_connection_cb);
-        if (rc != 0) {
-                snprintf(err, errlen, "cannot listen on %s: %s", srv->path, uv_strerror(rc));
-                uv_close((uv_handle_t *)&srv->listener, server_listener_close_cb);
+        srv->fd = server_activated_fd();
+        if (srv->fd >= 0) {
+                srv->activated = true;
+                log_info("serving the socket systemd passed (LISTEN_FDS)");
+        } else if (server_bind(srv, err, errlen) != 0) {
+                if (srv->fd >= 0)
+                        close(srv->fd);
+                free(srv);
                 return -1;
         }
-        srv->listening = true;
+        srv->max_clients = d->cfg.max_clients;
+        /* Connections may hold what the open-file limit leaves beyond a reserve. */
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+            (rlim_t)srv->max_clients + SERVER_FD_RESERVE > rl.rlim_cur)
+                srv->max_clients = rl.rlim_cur > SERVER_FD_RESERVE + 4
+                                       ? (int)(rl.rlim_cur - SERVER_FD_RESERVE)
+                                       : 4;
+        srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        uv_poll_init(d->loop, &srv->poll, srv->fd);
+        uv_timer_init(d->loop, &srv->sweep);
+        uv_timer_init(d->loop, &srv->pause);
+        srv->poll.data = srv->sweep.data = srv->pause.data = srv;
+        srv->handles = 3;
+        uv_poll_start(&srv->poll, UV_READABLE, server_accept_cb);
+        uv_timer_start(&srv->sweep, server_sweep_cb, SERVER_SWEEP_MS, SERVER_SWEEP_MS);
         *out = srv;
         return 0;
 }
@@ -510,13 +472,12 @@ void server_stop(struct server *srv)
 {
         if (srv == NULL)
                 return;
+        srv->stopping = true;
         while (srv->clients != NULL)
                 client_close(srv->clients, false);
-        unlink(srv->path);
-        uv_close((uv_handle_t *)&srv->listener, server_listener_close_cb);
-}
-
-int client_closed(const struct client *c)
-{
-        return c->closing;
+        if (!srv->activated)
+                unlink(srv->path);
+        uv_close((uv_handle_t *)&srv->poll, server_handle_closed_cb);
+        uv_close((uv_handle_t *)&srv->sweep, server_handle_closed_cb);
+        uv_close((uv_handle_t *)&srv->pause, server_handle_closed_cb);
 }

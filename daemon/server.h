@@ -1,7 +1,15 @@
 /*
- * server.h — the control socket: accepts clients, frames, hello, peer checks.
- * One dispatch path: every complete request frame after hello goes to
- * ops_dispatch(); a malformed frame closes that client, never the daemon.
+ * server.h — the control socket's listener and its housekeeping.
+ *
+ * The socket is created defensively (after OpenSMTPD's control.c): its
+ * directory is made 0700 (0710 with allow_group) and must be ours, a live
+ * daemon is probed before a stale socket is replaced, the umask is set around
+ * bind. Every peer's credentials are checked (SO_PEERCRED). Connections are
+ * capped per uid and in all, within ferryd's open-file limit with a reserve;
+ * when no room is left the longest idle connection (nothing pending, nothing
+ * queued; those that never said hello first, then other users') makes way for
+ * the new one; connections that never say hello are closed after
+ * `hello_timeout`. Each kind of refusal is logged at most once a minute.
  */
 #ifndef FERRY_SERVER_H
 #define FERRY_SERVER_H
@@ -9,35 +17,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <cjson/cJSON.h>
-
 struct daemon;
 struct server;
 struct client;
 
-/*
- * Create the socket directory (0700), probe for a live daemon, replace a
- * stale socket, bind (0600) and listen. 0, or -1 with a sentence in err.
- */
+/* Bind and listen. 0, or -1 with a sentence in err. */
 int server_start(struct server **out, struct daemon *d, char *err, size_t errlen);
 /* Close the listener and every client; frees the server once handles are closed. */
 void server_stop(struct server *srv);
 
-/* Send `msg` (not consumed) to the client unless it is gone. */
-void client_send(struct client *c, const cJSON *msg);
-/* Hold the client across an asynchronous reply; every ref needs an unref. */
-void client_ref(struct client *c);
-void client_unref(struct client *c);
-
-/* True once the connection has ended (replies to it are dropped). */
-int client_closed(const struct client *c);
-
-/* The requests of a connection still waiting for their replies (kept by ops.c). */
-struct request;
-struct client_pending {
-        struct request *head;
-        int count;
-};
-struct client_pending *client_pending(struct client *c);
+/* For connection.c. */
+struct daemon *server_daemon(struct server *srv);
+void server_client_added(struct server *srv, struct client *c);
+void server_client_gone(struct server *srv, struct client *c);
+/* Bytes queued to all clients (a reply to one is added with +n, written with -n). */
+size_t server_queued(const struct server *srv);
+void server_account_queued(struct server *srv, int64_t delta);
 
 #endif

@@ -36,7 +36,7 @@ struct spool_pin {
 struct spool {
         uv_loop_t *loop;
         char *dir;      /* <state>/spool */
-        char *staging;  /* <state>/spool/staging */
+        char *staging;  /* <state>/spool/staging: an older ferryd's, emptied at start */
         char *qdir;     /* <state>/quarantine */
         char *qfolder;  /* this run's quarantine folder, once made */
         int dirfd;      /* O_DIRECTORY descriptor of dir */
@@ -92,12 +92,6 @@ int spool_open(struct spool **out, uv_loop_t *loop, const char *dir, const char 
                 goto fail;
         }
         if (util_check_private_dir(sp->dir, err, errlen) != 0)
-                goto fail;
-        if ((rc = util_mkdir_p(sp->staging, 0700)) != 0) {
-                snprintf(err, errlen, "cannot create %s: %s", sp->staging, strerror(-rc));
-                goto fail;
-        }
-        if (util_check_private_dir(sp->staging, err, errlen) != 0)
                 goto fail;
         /* Quarantined snapshots are re-queued by `ferry recover`: the folder must be ours. */
         if (access(sp->qdir, F_OK) == 0 && util_check_private_dir(sp->qdir, err, errlen) != 0)
@@ -390,98 +384,6 @@ done:
         return rc;
 }
 
-int spool_snapshot(struct spool *sp, const char *src, const char *manifest, char name[33],
-                   int64_t *size, char *err, size_t errlen)
-{
-        int in = open(src, O_RDONLY | O_CLOEXEC), rc;
-
-        if (in < 0) {
-                rc = errno_to_ferry(errno);
-                snprintf(err, errlen, "cannot read %s: %s", src, strerror(errno));
-                return rc;
-        }
-        rc = spool_snapshot_fd(sp, in, src, manifest, name, size, err, errlen);
-        close(in);
-        return rc;
-}
-
-int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *err, size_t errlen)
-{
-        struct stat stt;
-        char *path;
-        int rc = 0;
-
-        if (!valid_token(token)) {
-                char shown[48];
-
-                proto_sanitize(shown, sizeof(shown), token, strlen(token));
-                snprintf(err, errlen, "staged token \"%s\" is malformed", shown);
-                return FERRY_EINVAL;
-        }
-        path = util_path_join(sp->staging, token);
-        if (path == NULL)
-                return FERRY_ENOMEM;
-        if (lstat(path, &stt) != 0 || !S_ISREG(stt.st_mode)) {
-                snprintf(err, errlen, "no staged data named %s (stage it first)", token);
-                rc = FERRY_ENOTFOUND;
-        } else {
-                *size = stt.st_size;
-        }
-        free(path);
-        return rc;
-}
-
-int spool_claim_staged(struct spool *sp, const char *token, const char *manifest, char name[33],
-                       int64_t *size, char *err, size_t errlen)
-{
-        char *from = NULL, *to = NULL;
-        int fd = -1, rc;
-
-        if ((rc = spool_staged_size(sp, token, size, err, errlen)) != 0)
-                return rc;
-        from = util_path_join(sp->staging, token);
-        if (from == NULL || util_random_hex(name, 16) != 0 || (to = spool_path(sp, name)) == NULL) {
-                rc = FERRY_ENOMEM;
-                goto out;
-        }
-        fd = open(from, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
-                rc = errno_to_ferry(errno);
-                snprintf(err, errlen, "cannot claim staged data %s: %s", token, strerror(errno));
-                goto out;
-        }
-        if ((rc = spool_set_manifest(fd, manifest, err, errlen)) != 0)
-                goto out;
-        if (fsync(fd) != 0 || rename(from, to) != 0) {
-                rc = errno_to_ferry(errno);
-                snprintf(err, errlen, "cannot claim staged data %s: %s", token, strerror(errno));
-        }
-out:
-        if (fd >= 0)
-                close(fd);
-        free(from);
-        free(to);
-        return rc;
-}
-
-int spool_stage_new(struct spool *sp, char token[33], char **path, char *err, size_t errlen)
-{
-        int fd;
-
-        *path = NULL;
-        if (util_random_hex(token, 16) != 0 || (*path = util_path_join(sp->staging, token)) == NULL)
-                return FERRY_ENOMEM;
-        fd = open(*path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0) {
-                snprintf(err, errlen, "cannot create a staging file: %s", strerror(errno));
-                free(*path);
-                *path = NULL;
-                return errno_to_ferry(errno);
-        }
-        close(fd);
-        return 0;
-}
-
 int spool_sync(void *data)
 {
         struct spool *sp = data;
@@ -716,23 +618,17 @@ const char *spool_quarantine_folder(const struct spool *sp)
 
 int spool_clean_staging(struct spool *sp)
 {
-        time_t now = time(NULL);
         struct dirent *de;
         int removed = 0;
         DIR *d;
 
+        /* Protocol 1 staged in-memory data here; protocol 2 sends descriptors instead. */
         if ((d = opendir(sp->staging)) == NULL)
                 return 0;
-        while ((de = readdir(d)) != NULL) {
-                struct stat stt;
-
-                if (!valid_token(de->d_name) ||
-                    fstatat(dirfd(d), de->d_name, &stt, AT_SYMLINK_NOFOLLOW) != 0 ||
-                    now - stt.st_mtime < 3600)
-                        continue;
-                if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+        while ((de = readdir(d)) != NULL)
+                if (valid_token(de->d_name) && unlinkat(dirfd(d), de->d_name, 0) == 0)
                         removed++;
-        }
         closedir(d);
+        rmdir(sp->staging);
         return removed;
 }

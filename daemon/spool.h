@@ -4,7 +4,6 @@
  * <state>/spool/<32 hex> are snapshots, each carrying its version's manifest
  * in the extended attribute "user.ferry.manifest" (JSON, see op_log.c), so
  * that a file the queue database cannot vouch for still says what it is;
- * <state>/spool/staging/<token> are files clients fill with in-memory data;
  * <state>/quarantine/<stamp>/ holds snapshots the queue did not confirm at
  * start-up (never deleted by ferryd; `ferry recover` re-queues them).
  *
@@ -61,16 +60,6 @@ int64_t spool_budget(const struct spool *sp);
  */
 int spool_snapshot_fd(struct spool *sp, int src_fd, const char *what, const char *manifest,
                       char name[33], int64_t *size, char *err, size_t errlen);
-/* The same for a path (opened read-only, following symlinks). */
-int spool_snapshot(struct spool *sp, const char *src, const char *manifest, char name[33],
-                   int64_t *size, char *err, size_t errlen);
-/* Move staging file `token` to a new spool name with `manifest`, fsync it; *size its size. */
-int spool_claim_staged(struct spool *sp, const char *token, const char *manifest, char name[33],
-                       int64_t *size, char *err, size_t errlen);
-/* Size of staging file `token`, or FERRY_ENOTFOUND. */
-int spool_staged_size(struct spool *sp, const char *token, int64_t *size, char *err, size_t errlen);
-/* Create an empty staging file (0600); *path (caller frees) and token returned. */
-int spool_stage_new(struct spool *sp, char token[33], char **path, char *err, size_t errlen);
 /* fsync the spool directory so new names survive a power cut. Thread-safe. */
 int spool_sync(void *sp);
 /* Remove a snapshot at once (a log that failed before its commit). Thread-safe. */
@@ -101,7 +90,7 @@ int spool_list(struct spool *sp, char ***names, size_t *n, char *err, size_t err
 int spool_quarantine(struct spool *sp, const char *name, char *err, size_t errlen);
 /* This run's quarantine folder, or NULL when nothing was quarantined. */
 const char *spool_quarantine_folder(const struct spool *sp);
-/* Remove staging files older than an hour; count returned. */
+/* Remove what an older ferryd left in <spool>/staging (never-claimed in-memory data). */
 int spool_clean_staging(struct spool *sp);
 
 #endif

@@ -160,6 +160,29 @@ static bool json_has_nul_escape(const char *json, size_t len)
         return false;
 }
 
+/* ---- operations ---- */
+
+static const char *const op_names[] = {
+#define PROTO_OP_NAME(id, name) name,
+    PROTO_OPS(PROTO_OP_NAME)
+#undef PROTO_OP_NAME
+};
+
+const char *proto_op_name(enum proto_op op)
+{
+        return (unsigned)op < PROTO_OP_COUNT ? op_names[op] : "?";
+}
+
+int proto_op_from_name(const char *name)
+{
+        int i;
+
+        for (i = 0; i < PROTO_OP_COUNT; i++)
+                if (strcmp(op_names[i], name) == 0)
+                        return i;
+        return -1;
+}
+
 /* ---- framing ---- */
 
 int proto_frame_encode(const cJSON *msg, char **out, size_t *out_len)

@@ -18,13 +18,55 @@
 
 #include "ferry.h"
 
-/* Bump whenever the wire contract changes (ops, fields, or their meaning). */
-#define PROTO_VERSION 1
+/*
+ * Bump whenever the wire contract changes (ops, fields, or their meaning).
+ * 2: files travel as descriptors (SCM_RIGHTS), never as paths; artifact.begin/
+ *    add/commit/abort for versions larger than one frame; download.open/
+ *    files/close hand the client descriptors to copy from; stage is gone.
+ */
+#define PROTO_VERSION 2
 #define PROTO_HEADER_LEN 4
 #define PROTO_FRAME_MAX (1024 * 1024)
 #define PROTO_NAME_MAX 100
 #define PROTO_LOGICAL_PATH_MAX 1024
 #define PROTO_ERRMSG_MAX 512
+/* Descriptors one frame may carry (Linux passes at most 253 per message). */
+#define PROTO_MAX_FDS 250
+
+/* ---- operations ---- */
+
+/* Every operation of PROTOCOL.md: the one list both sides name them from. */
+#define PROTO_OPS(XX)                                                                              \
+        XX(HELLO, "hello")                                                                         \
+        XX(EXPERIMENT_CREATE, "experiment.create")                                                 \
+        XX(ARTIFACT_LOG, "artifact.log")                                                           \
+        XX(ARTIFACT_BEGIN, "artifact.begin")                                                       \
+        XX(ARTIFACT_ADD, "artifact.add")                                                           \
+        XX(ARTIFACT_COMMIT, "artifact.commit")                                                     \
+        XX(ARTIFACT_ABORT, "artifact.abort")                                                       \
+        XX(STATUS, "status")                                                                       \
+        XX(LS, "ls")                                                                               \
+        XX(WAIT, "wait")                                                                           \
+        XX(RETRY, "retry")                                                                         \
+        XX(PAUSE, "pause")                                                                         \
+        XX(CACHE, "cache")                                                                         \
+        XX(RECOVER, "recover")                                                                     \
+        XX(GET, "get")                                                                             \
+        XX(DOWNLOAD_OPEN, "download.open")                                                         \
+        XX(DOWNLOAD_FILES, "download.files")                                                       \
+        XX(DOWNLOAD_CLOSE, "download.close")
+
+enum proto_op {
+#define PROTO_OP_ENUM(id, name) PROTO_OP_##id,
+        PROTO_OPS(PROTO_OP_ENUM)
+#undef PROTO_OP_ENUM
+            PROTO_OP_COUNT
+};
+
+/* The wire name of an operation. */
+const char *proto_op_name(enum proto_op op);
+/* The operation with wire name `name`, or -1. */
+int proto_op_from_name(const char *name);
 
 /* ---- framing ---- */
 
@@ -56,6 +98,44 @@ int proto_decoder_feed(struct proto_decoder *dec, const char *data, size_t len);
 int proto_decoder_next(struct proto_decoder *dec, const char **json, size_t *len);
 /* True when a partial frame is buffered (a peer that leaves now left mid-frame). */
 bool proto_decoder_partial(const struct proto_decoder *dec);
+
+/* ---- descriptors travelling with frames ---- */
+
+/*
+ * A frame may carry file descriptors (SCM_RIGHTS), attached by the sender to
+ * the sendmsg() that sends the frame's first byte, and counted by the frame's
+ * "fds" field. The kernel delivers them with the read that ends inside the
+ * skb they came with, and never reads past that skb in the same call: so the
+ * descriptors of one read belong to the frame holding the LAST byte of that
+ * read. A proto_fdq keeps received batches, each tagged with the stream
+ * offset just past its read, until the frame they belong to is decoded.
+ * Pure bookkeeping: the caller receives and closes descriptors.
+ */
+struct proto_fd_batch {
+        uint64_t end; /* stream offset just past the read that brought them */
+        int *fds;
+        int n;
+        struct proto_fd_batch *next;
+};
+
+struct proto_fdq {
+        struct proto_fd_batch *head, *tail;
+        int count; /* descriptors queued */
+};
+
+void proto_fdq_init(struct proto_fdq *q);
+/* Queue `n` descriptors (copied) received with the read that ended at `end`. 0 or ENOMEM. */
+int proto_fdq_push(struct proto_fdq *q, uint64_t end, const int *fds, int n);
+/*
+ * The descriptors of the frame occupying stream bytes [start, end): 0 with
+ * *fds (malloc'd, the caller's; NULL when none) and *n; FERRY_EPROTO when a
+ * batch came with a read that ended before this frame (a frame that declared
+ * none got some) or two batches fall in one frame — the stream is not
+ * trustworthy: close the connection.
+ */
+int proto_fdq_take(struct proto_fdq *q, uint64_t start, uint64_t end, int **fds, int *n);
+/* Hand every queued descriptor to fn (to close) and empty the queue. */
+void proto_fdq_drain(struct proto_fdq *q, void (*fn)(int fd, void *data), void *data);
 
 /* ---- UTF-8 ---- */
 

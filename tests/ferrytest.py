@@ -28,6 +28,7 @@ FERRYD = os.path.join(BUILD_DIR, "daemon", "ferryd")
 FERRY = os.path.join(BUILD_DIR, "client", "ferry")
 LIBFERRY = os.path.join(BUILD_DIR, "client", "libferry.so")
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+PROTOCOL = 2  # proto.h's PROTO_VERSION
 
 
 def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
@@ -160,10 +161,15 @@ class RawClient:
     def send_raw(self, data):
         self.sock.sendall(data)
 
-    def send_frame(self, payload):
+    def send_frame(self, payload, fds=()):
+        """Send one frame; `fds` travel with its first byte (SCM_RIGHTS)."""
         if isinstance(payload, str):
             payload = payload.encode()
-        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
+        data = struct.pack(">I", len(payload)) + payload
+        if fds:
+            sent = socket.send_fds(self.sock, [data], list(fds))
+            data = data[sent:]
+        self.sock.sendall(data)
 
     def read_frame(self):
         """The next frame as a dict, or None when the daemon closed the connection."""
@@ -181,19 +187,44 @@ class RawClient:
         payload, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
         return json.loads(payload)
 
+    @staticmethod
+    def open_files(fields):
+        """Assets given as {"file": path} become {"fd": k}: the file opened here, as libferry
+        does (ferryd never opens a client's path). Returns (fields, fds); close the fds."""
+        assets = fields.get("assets")
+        fds = []
+        if not isinstance(assets, list):
+            return fields, fds
+        out = []
+        for a in assets:
+            if isinstance(a, dict) and "file" in a:
+                a = dict(a)
+                fds.append(os.open(a.pop("file"), os.O_RDONLY | os.O_CLOEXEC))
+                a["fd"] = len(fds) - 1
+            out.append(a)
+        fields = dict(fields, assets=out)
+        if fds:
+            fields["fds"] = len(fds)
+        return fields, fds
+
     def request(self, op, **fields):
         rid = self.next_id
         self.next_id += 1
         msg = {"id": rid, "op": op}
+        fields, fds = self.open_files(fields)
         msg.update(fields)
-        self.send_frame(json.dumps(msg))
+        try:
+            self.send_frame(json.dumps(msg), fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
         reply = self.read_frame()
         if reply is not None and reply.get("id") != rid:
             raise AssertionError("reply id %r for request %d" % (reply.get("id"), rid))
         return reply
 
     def hello(self):
-        reply = self.request("hello", protocol=1)
+        reply = self.request("hello", protocol=PROTOCOL)
         assert reply and reply["ok"], reply
         return reply
 

@@ -107,7 +107,7 @@ class Chaos(CometTestCase):
             c = None
             try:
                 c = RawClient(self.daemon.socket, timeout=REPLY_TIMEOUT)
-                rep = c.request("hello", protocol=1)
+                rep = c.request("hello", protocol=2)
                 if rep is not None and rep.get("ok"):
                     return c
                 last = "hello: %r" % (rep,)

@@ -258,16 +258,20 @@ class RefusedAtTheDoor(FerryTestCase):
     def send(self, c, text):
         rid = c.next_id
         c.next_id += 1
-        c.send_frame(text.replace(b"@ID@", str(rid).encode()))
+        fd = os.open(os.path.join(self.tmp, "ok.bin"), os.O_RDONLY)
+        try:
+            c.send_frame(text.replace(b"@ID@", str(rid).encode()), [fd])
+        finally:
+            os.close(fd)
         return c.read_frame()
 
     def test_invalid_utf8_nul_and_controls_are_refused_and_nothing_is_stored(self):
         d = self.daemon
-        path = self.write("ok.bin", b"data").encode()
+        path = self.write("ok.bin", b"data")
         c = d.raw()
         c.hello()
         base = b'{"id": @ID@, "op": "artifact.log", "name": NAME, "aliases": ALIASES, ' \
-               b'"tags": TAGS, "assets": [{"logical_path": LP, "file": "' + path + b'"}]}'
+               b'"tags": TAGS, "fds": 1, "assets": [{"logical_path": LP, "fd": 0}]}'
         good = {b"NAME": b'"ok"', b"ALIASES": b'["a"]', b"TAGS": b'["t"]', b"LP": b'"ok.bin"'}
         bad_values = [b'"bad\xff"', b'"bad\xc3"', b'"\xed\xa0\x80"', b'"cut\\u0000/../../x"',
                       b'"ctl\\u001b[31m"', b'"c1\xc2\x85"']

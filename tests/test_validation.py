@@ -1,5 +1,6 @@
 """Every validation rule of artifact.log: a clear error code and nothing stored (acceptance 5)."""
 
+import json
 import os
 import unittest
 
@@ -88,21 +89,65 @@ class Validation(FerryTestCase):
         with open(os.path.join(out, "f.txt")) as fh:
             self.assertEqual(fh.read(), "other")  # the later one replaced the earlier
 
-    def test_missing_or_unreadable_files(self):
-        self.assertRefused("not_found", "nope", name="x",
-                           assets=[self.asset(file=os.path.join(self.tmp, "nope"))])
-        self.assertRefused("invalid_argument", "absolute", name="x",
-                           assets=[self.asset(file="relative.txt")])
-        self.assertRefused("invalid_argument", "regular", name="x",
-                           assets=[self.asset(file=self.tmp)])
+    def send_fds(self, descriptors, **fields):
+        """artifact.log with raw descriptors (the harness's "file" opening bypassed)."""
+        rid = self.c.next_id
+        self.c.next_id += 1
+        msg = dict(fields, id=rid, op="artifact.log")
+        if descriptors and "fds" not in msg:
+            msg["fds"] = len(descriptors)
+        self.c.send_frame(json.dumps(msg), descriptors)
+        return self.c.read_frame()
+
+    def assertRefusedFds(self, code, needle, descriptors, **fields):
+        before = self.stored()
+        rep = self.send_fds(descriptors, **fields)
+        for fd in descriptors:
+            os.close(fd)
+        self.assertIsNotNone(rep, "ferryd closed the connection")
+        self.assertFalse(rep["ok"], "accepted: %r" % (fields,))
+        self.assertEqual(rep["error"]["code"], code, rep["error"]["message"])
+        if needle:
+            self.assertIn(needle, rep["error"]["message"])
+        self.assertEqual(self.stored(), before)
+
+    def test_descriptors_that_are_not_regular_files(self):
         fifo = os.path.join(self.tmp, "fifo")
         os.mkfifo(fifo)
-        self.assertRefused("invalid_argument", "regular", name="x", assets=[self.asset(file=fifo)])
+        for opened in (os.open(self.tmp, os.O_RDONLY), os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)):
+            self.assertRefusedFds("invalid_argument", "regular", [opened], name="x",
+                                  assets=[{"logical_path": "a", "fd": 0}])
 
-    @unittest.skipIf(os.geteuid() == 0, "root reads every file: no unreadable file can exist")
-    def test_unreadable_file(self):
-        os.chmod(self.f, 0)
-        self.assertRefused("permission_denied", None, name="x", assets=[self.asset()])
+    def test_paths_are_never_taken(self):
+        # A daemon that opened paths would read with its own rights: protocol 2 has no "file".
+        self.assertRefused("invalid_argument", "path", name="x",
+                           assets=[{"logical_path": "a", "path": self.f}])
+        before = self.stored()
+        rep = self.send_fds([], name="x", assets=[{"logical_path": "a", "file": self.f}])
+        self.assertFalse(rep["ok"])
+        self.assertEqual(rep["error"]["code"], "invalid_argument")
+        self.assertEqual(self.stored(), before)
+
+    def test_descriptor_references(self):
+        # An index with no descriptor, a descriptor named twice.
+        self.assertRefusedFds("invalid_argument", "descriptor", [os.open(self.f, os.O_RDONLY)],
+                              name="x", assets=[{"logical_path": "a", "fd": 1}])
+        self.assertRefusedFds("invalid_argument", "descriptor", [os.open(self.f, os.O_RDONLY)],
+                              name="x", assets=[{"logical_path": "a", "fd": 0},
+                                                {"logical_path": "b", "fd": 0}])
+        self.assertRefusedFds("invalid_argument", "descriptor", [], name="x",
+                              assets=[{"logical_path": "a", "fd": 0}])
+
+    def test_a_frame_whose_fds_do_not_match_closes_the_connection(self):
+        fd = os.open(self.f, os.O_RDONLY)
+        rep = self.send_fds([fd], name="x", fds=2, assets=[{"logical_path": "a", "fd": 0}])
+        os.close(fd)
+        self.assertFalse(rep["ok"])
+        self.assertEqual(rep["error"]["code"], "protocol_error")
+        self.assertIsNone(self.c.read_frame())  # closed
+        self.c = self.daemon.raw()
+        self.c.hello()
+        self.assertEqual(self.stored(), [])
 
     def test_bad_logical_paths(self):
         for bad in ("../x", "/abs", "a/../b", "a//b", "", ".", "a\\b"):
@@ -120,7 +165,7 @@ class Validation(FerryTestCase):
         self.assertRefused("invalid_argument", "exactly one", name="t",
                            assets=[self.asset(remote="s3://b/k")])
         self.assertRefused("invalid_argument", "experiment", name="t", experiment="short")
-        self.assertRefused("not_found", "staged", name="t",
+        self.assertRefused("invalid_argument", "staged", name="t",
                            assets=[{"logical_path": "s", "staged": "0" * 32}])
 
     def test_unknown_op(self):
@@ -135,9 +180,15 @@ class Validation(FerryTestCase):
                                  ("retry", {"job": 12345}, "not_found"),
                                  ("ls", {"state": "bogus"}, "invalid_argument"),
                                  ("get", {"name": "a:"}, "invalid_argument"),
-                                 ("download", {"name": "a", "dir": "rel"}, "invalid_argument"),
-                                 ("download", {"name": "a", "dir": "/tmp", "overwrite": "x"},
+                                 ("download.open", {"name": "a", "dir": "/tmp"},
                                   "invalid_argument"),
+                                 ("download.open", {"name": "a:"}, "invalid_argument"),
+                                 ("download.files", {"token": "x", "from": 0, "count": 1},
+                                  "not_found"),
+                                 ("download.files", {"token": "x"}, "invalid_argument"),
+                                 ("artifact.add", {"token": "nope"}, "not_found"),
+                                 ("artifact.commit", {"token": "nope"}, "not_found"),
+                                 ("artifact.begin", {"name": "a/b"}, "invalid_argument"),
                                  ("experiment.create", {"key": "bad!"}, "invalid_argument")):
             rep = self.c.request(op, **fields)
             self.assertFalse(rep["ok"], (op, fields))

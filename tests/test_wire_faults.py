@@ -98,7 +98,7 @@ class WireFaults(FerryTestCase):
             s.settimeout(5)
             s.connect(self.daemon.socket)
             if i % 2:
-                hello = json.dumps({"id": 1, "op": "hello", "protocol": 1}).encode()
+                hello = json.dumps({"id": 1, "op": "hello", "protocol": 2}).encode()
                 s.sendall(struct.pack(">I", len(hello)) + hello)
             kind = i % 3
             if kind == 0:
@@ -108,7 +108,7 @@ class WireFaults(FerryTestCase):
                 payload = struct.pack(">I", len(body)) + body
             else:
                 fields = {"id": rng.randint(0, 9), "op": rng.choice(
-                    ["artifact.log", "get", "download", "wait", "retry", "ls", "stage"]),
+                    ["artifact.log", "get", "download.open", "wait", "retry", "ls", "status"]),
                     rng.choice(["name", "assets", "dir", "jobs", "job"]): rng.choice(
                         [None, 1, -1, "x", [], {}, [{}], [{"logical_path": 1}], "a" * 200])}
                 body = json.dumps(fields).encode()

@@ -75,6 +75,13 @@ int ferry_default_socket_path(char *buf, size_t len);
  * Waits at most `timeout_ms` (<= 0: 10 s). On success *out owns the connection.
  * On failure *out is still set (so that ferry_last_error() can be read) unless
  * memory ran out; close it with ferry_close().
+ *
+ * Nothing is sent before the daemon is verified: the socket's directory must
+ * be a real directory owned by the daemon's user and writable by no one else,
+ * and the process listening must run as that user (SO_PEERCRED). The daemon's
+ * user is the caller's own, or FERRY_DAEMON_USER (a name or uid) for a shared
+ * ferryd of a service account; root is trusted too. Anything else is
+ * FERRY_EPERM with a sentence naming the owner found and the one expected.
  */
 int ferry_connect(struct ferry_client **out, const char *socket_path, int timeout_ms);
 void ferry_close(struct ferry_client *client);
@@ -90,8 +97,7 @@ int ferry_is_connected(struct ferry_client *client);
 /* Daemon facts from the hello reply: "local" or "comet". */
 const char *ferry_backend_name(const struct ferry_client *client);
 /*
- * Time limit for the replies of the typed requests below (ferry_stage,
- * ferry_log, ferry_experiment_*, ferry_status, ferry_ls, ferry_pause,
+ * Time limit for the replies of the typed requests below (ferry_log, ferry_experiment_*, ferry_status, ferry_ls, ferry_pause,
  * ferry_cache, ferry_get, ferry_download, and each of ferry_download_start
  * and ferry_download_finish); <= 0: none, the default. ferry_call,
  * ferry_wait and ferry_download_ready take their own limit. After a timeout
@@ -152,9 +158,16 @@ int ferry_artifact_add_file(struct ferry_artifact *artifact, const char *path,
  */
 int ferry_artifact_add_remote(struct ferry_artifact *artifact, const char *uri,
                               const char *logical_path, int overwrite, const char *metadata_json);
-/* Add data written into a staging file from ferry_stage(); `logical_path` is required. */
-int ferry_artifact_add_staged(struct ferry_artifact *artifact, const char *token,
-                              const char *logical_path, int overwrite, const char *metadata_json);
+/*
+ * Add the regular file open as `fd` (the artifact keeps its own duplicate;
+ * the caller may close `fd`). Its bytes are read from offset 0 when the
+ * version is logged. `logical_path` is required.
+ */
+int ferry_artifact_add_fd(struct ferry_artifact *artifact, int fd, const char *logical_path,
+                          int overwrite, const char *metadata_json);
+/* Add `len` bytes of in-memory data (copied now); `logical_path` is required. */
+int ferry_artifact_add_data(struct ferry_artifact *artifact, const void *data, size_t len,
+                            const char *logical_path, int overwrite, const char *metadata_json);
 /* Number of assets; the description as JSON (caller frees). */
 size_t ferry_artifact_asset_count(const struct ferry_artifact *artifact);
 int ferry_artifact_to_json(const struct ferry_artifact *artifact, char **json);
@@ -166,13 +179,6 @@ int ferry_artifact_to_json(const struct ferry_artifact *artifact, char **json);
  * without its "id" and "ok" members, as documented in proto/PROTOCOL.md.
  */
 
-/*
- * Ask the daemon for a staging file for in-memory data: *path is a file the
- * caller writes (it is created empty, mode 0600), *token names it in
- * ferry_artifact_add_staged(). Both freed with ferry_free().
- */
-int ferry_stage(struct ferry_client *client, char **token, char **path);
-
 struct ferry_log_options {
         const char *experiment; /* experiment key; NULL: a new experiment */
         const char *workspace;  /* NULL: the daemon's configured workspace */
@@ -181,7 +187,12 @@ struct ferry_log_options {
 
 /*
  * Log a version: returns once the daemon has committed it durably (files
- * snapshotted into its spool). *job_id (if not NULL) receives the queue id.
+ * snapshotted into its spool). Every file is opened here, with the caller's
+ * rights, and its descriptor handed to ferryd (which never opens a caller's
+ * path itself): a file the caller cannot read is FERRY_EPERM naming it. A
+ * version of more than 250 files, or too large for one frame, goes in
+ * several round trips (artifact.begin/add/commit). *job_id (if not NULL)
+ * receives the queue id.
  */
 int ferry_log(struct ferry_client *client, const struct ferry_artifact *artifact,
               const struct ferry_log_options *options, int64_t *job_id);
@@ -252,10 +263,12 @@ enum ferry_overwrite {
 };
 
 /*
- * Download the version named by `spec` into `dir` (created if missing by the
- * daemon; a relative `dir` is taken relative to the current directory).
- * The daemon writes each file through a temporary ".ferry-tmp-*" name in
- * its directory and renames it into place. *json receives {"dir", "version",
+ * Download the version named by `spec` into `dir` (created if missing; a
+ * relative `dir` is taken relative to the current directory). ferryd hands
+ * over descriptors of the files; libferry writes each, with the caller's
+ * rights, through a temporary ".ferry-tmp-*" name in its directory, syncs
+ * it and renames it into place; no symlink is followed and nothing lands
+ * outside `dir` (FERRY_EUNSAFE). *json receives {"dir", "version",
  * "files", "bytes"}. The same as ferry_download_start() then
  * ferry_download_finish().
  */
@@ -265,16 +278,19 @@ int ferry_download(struct ferry_client *client, const char *spec, const char *di
 /*
  * A download in steps, for callers that do something while it runs (such as
  * drawing progress): ferry_download_start() sends the request and returns;
- * ferry_download_ready() waits at most `timeout_ms` (0: only looks; < 0: no
- * limit) and returns 1 once the outcome is known, 0 while the download still
- * runs, FERRY_EINVAL when none was started; ferry_download_finish() returns
- * the outcome as ferry_download() would (waiting for it if not yet known)
- * and ends the download. One download at a time per client (else
- * FERRY_EBUSY); other requests may be made on the client meanwhile.
+ * ferry_download_ready() does the work (waiting for ferryd, copying files)
+ * for about `timeout_ms` (< 0: until done) and returns 1 once the outcome is
+ * known, 0 while the download still runs, FERRY_EINVAL when none was
+ * started; ferry_download_progress() tells the bytes written so far and in
+ * all; ferry_download_finish() returns the outcome as ferry_download() would
+ * (finishing the work first) and ends the download. One download at a time
+ * per client (else FERRY_EBUSY); no other request may be made on the client
+ * until it is finished.
  */
 int ferry_download_start(struct ferry_client *client, const char *spec, const char *dir,
                          enum ferry_overwrite overwrite);
 int ferry_download_ready(struct ferry_client *client, int timeout_ms);
+int ferry_download_progress(struct ferry_client *client, int64_t *done, int64_t *total);
 int ferry_download_finish(struct ferry_client *client, char **json);
 
 #ifdef __cplusplus

@@ -22,7 +22,7 @@ import threading
 
 from .errors import LibraryNotFoundError, error_for_code
 
-__all__ = ["library", "library_path", "connect", "disconnect", "request", "stage",
+__all__ = ["library", "library_path", "connect", "disconnect", "request", "log", "download",
            "artifact_builder"]
 
 _lib = None
@@ -63,6 +63,12 @@ def _candidates():
     return out
 
 
+class LogOptions(ctypes.Structure):
+    """struct ferry_log_options."""
+    _fields_ = [("experiment", ctypes.c_char_p), ("workspace", ctypes.c_char_p),
+                ("project", ctypes.c_char_p)]
+
+
 def _declare(lib):
     vp, cp, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
     pvp = ctypes.POINTER(ctypes.c_void_p)
@@ -76,7 +82,8 @@ def _declare(lib):
         "ferry_backend_name": (cp, [vp]),
         "ferry_is_connected": (i, [vp]),
         "ferry_call": (i, [vp, cp, cp, i, pvp]),
-        "ferry_stage": (i, [vp, pvp, pvp]),
+        "ferry_log_json": (i, [vp, vp, ctypes.POINTER(LogOptions), pvp]),
+        "ferry_download": (i, [vp, cp, cp, i, pvp]),
         "ferry_artifact_new": (i, [pvp, cp, cp]),
         "ferry_artifact_free": (None, [vp]),
         "ferry_artifact_last_error": (cp, [vp]),
@@ -86,7 +93,7 @@ def _declare(lib):
         "ferry_artifact_set_metadata": (i, [vp, cp]),
         "ferry_artifact_add_file": (i, [vp, cp, cp, i, cp]),
         "ferry_artifact_add_remote": (i, [vp, cp, cp, i, cp]),
-        "ferry_artifact_add_staged": (i, [vp, cp, cp, i, cp]),
+        "ferry_artifact_add_fd": (i, [vp, i, cp, i, cp]),
         "ferry_artifact_to_json": (i, [vp, pvp]),
     }
     for name, (res, args) in sigs.items():
@@ -176,13 +183,24 @@ class _Connection:
         text = _take_string(self.lib, reply)
         return json.loads(text) if text else {}
 
-    def stage(self):
-        token, path = ctypes.c_void_p(), ctypes.c_void_p()
+    def log(self, builder, experiment, workspace, project):
+        """ferry_log_json: the files are opened here and travel as descriptors."""
+        reply = ctypes.c_void_p()
+        opts = LogOptions(_enc(experiment), _enc(workspace), _enc(project))
         self.used = True
-        rc = self.lib.ferry_stage(self.ptr, ctypes.byref(token), ctypes.byref(path))
+        rc = self.lib.ferry_log_json(self.ptr, builder.ptr, ctypes.byref(opts), ctypes.byref(reply))
         if rc != 0:
             raise self.fail(rc)
-        return _take_string(self.lib, token), _take_string(self.lib, path)
+        return json.loads(_take_string(self.lib, reply))
+
+    def download(self, spec, directory, mode):
+        reply = ctypes.c_void_p()
+        self.used = True
+        rc = self.lib.ferry_download(self.ptr, _enc(spec), os.fsencode(directory), mode,
+                                     ctypes.byref(reply))
+        if rc != 0:
+            raise self.fail(rc)
+        return json.loads(_take_string(self.lib, reply))
 
     def close(self):
         ptr, self.ptr = self.ptr, ctypes.c_void_p()
@@ -253,16 +271,41 @@ def request(op, args=None, timeout_ms=QUICK_TIMEOUT_MS, repeatable=True):
     return _connection().call(op, args, timeout_ms)
 
 
-def stage():
-    """A new staging file: (token, path). Repeatable (an unused file is cleaned up)."""
+def log(builder, experiment=None, workspace=None, project=None):
+    """Log the version `builder` describes; one round trip for up to 250 files.
+
+    Not repeatable: a connection that ferryd closed is noticed (and replaced)
+    before anything is sent; one that breaks while the request is in flight
+    is reported, since its outcome is unknown.
+    """
+    conn = _connection()
+    if conn.used and not conn.lib.ferry_is_connected(conn.ptr):
+        _drop(conn)
+        conn = _connection()
+    try:
+        return conn.log(builder, experiment, workspace, project)
+    except Exception as e:
+        if getattr(e, "code", None) in _GONE:
+            _drop(conn)
+            raise error_for_code(
+                e.code, "%s; ferryd may or may not have stored the version, check with "
+                "`ferry ls --all`" % str(e).rstrip(".")) from None
+        raise
+
+
+_MODES = {"fail": 0, "preserve": 1, "overwrite": 2}
+
+
+def download(spec, directory, mode):
+    """Download `spec` into `directory` (libferry writes the files). Repeatable."""
     conn = _connection()
     try:
-        return conn.stage()
+        return conn.download(spec, directory, _MODES[mode])
     except Exception as e:
         if getattr(e, "code", None) not in _GONE:
             raise
         _drop(conn)
-    return _connection().stage()
+    return _connection().download(spec, directory, _MODES[mode])
 
 
 class ArtifactBuilder:
@@ -310,10 +353,10 @@ class ArtifactBuilder:
         self._check(self.lib.ferry_artifact_add_remote(
             self.ptr, _enc(uri), _enc(logical_path), 1 if overwrite else 0, _enc(metadata_json)))
 
-    def add_staged(self, token, logical_path, overwrite, metadata_json):
-        self._check(self.lib.ferry_artifact_add_staged(
-            self.ptr, _enc(token), _enc(logical_path), 1 if overwrite else 0,
-            _enc(metadata_json)))
+    def add_fd(self, fd, logical_path, overwrite, metadata_json):
+        """The artifact keeps its own duplicate of `fd`."""
+        self._check(self.lib.ferry_artifact_add_fd(
+            self.ptr, fd, _enc(logical_path), 1 if overwrite else 0, _enc(metadata_json)))
 
     def to_dict(self):
         out = ctypes.c_void_p()

@@ -4,19 +4,22 @@ Values are checked when they are given, by libferry's own rules (the same
 code the daemon and the CLI use), so a bad name, version or logical path
 raises at the line that introduced it.
 
-In-memory data (bytes, file-like objects) is streamed into a daemon staging
-file in 1 MiB chunks, never held whole in memory:
+In-memory data (bytes, file-like objects) is streamed in 1 MiB chunks into
+an unnamed temporary file of this process (in ``$TMPDIR``), never held whole
+in memory; at ``log_artifact()`` its descriptor goes to ferryd, which copies
+it into its spool, as it does with every file (ferryd never opens a path of
+yours: libferry opens your files and hands over their descriptors).
 
-- ``copy_to_tmp=True`` (the default): at ``add()`` time, when ferryd is
-  reachable; the object may be closed or changed afterwards. When ferryd is
-  not reachable then, the object is kept and read at ``log_artifact()`` time.
-- ``copy_to_tmp=False``: always at ``log_artifact()`` time; the object must
-  stay open and unchanged until then.
+- ``copy_to_tmp=True`` (the default): at ``add()`` time; the object may be
+  closed or changed afterwards.
+- ``copy_to_tmp=False``: at ``log_artifact()`` time; the object must stay open
+  and unchanged until then.
 """
 
 import io
 import json
 import os
+import tempfile
 import warnings
 
 from . import _native
@@ -59,19 +62,19 @@ class _Asset:
     """Internal: how one logical path will be sent in artifact.log."""
 
     __slots__ = ("logical_path", "kind", "value", "obj", "start", "size", "metadata",
-                 "asset_type", "consumed")
+                 "asset_type", "tmp")
 
     def __init__(self, logical_path, kind, value=None, obj=None, start=None, size=None,
                  metadata=None, asset_type="asset"):
         self.logical_path = logical_path
-        self.kind = kind        # "file" | "staged" | "remote" | "pending" (data read at log time)
-        self.value = value      # absolute path | staging token | URI | None
+        self.kind = kind        # "file" | "data" (in self.tmp) | "remote" | "pending" (read at log)
+        self.value = value      # absolute path | URI | None
         self.obj = obj          # the bytes or file-like object given to add()
         self.start = start      # its read position at add() time, when seekable
         self.size = size
         self.metadata = metadata
         self.asset_type = asset_type
-        self.consumed = False   # staged data already claimed by a logged version
+        self.tmp = None         # "data": the temporary file holding it
 
     def public(self):
         if self.kind == "remote":
@@ -81,11 +84,17 @@ class _Asset:
         return ArtifactAsset(False, self.logical_path, self.size, None, self.metadata,
                              self.asset_type, local)
 
-    def wire(self):
-        out = {"logical_path": self.logical_path, self.kind: self.value}
-        if self.metadata is not None:
-            out["metadata"] = self.metadata
-        return out
+    def fill(self, builder):
+        """Add this asset to a libferry builder (which opens files when logging)."""
+        meta_json = _metadata_json(self.metadata, "asset metadata")
+        if self.kind == "file":
+            builder.add_file(self.value, self.logical_path, True, meta_json)
+        elif self.kind == "remote":
+            builder.add_remote(self.value, self.logical_path, True, meta_json)
+        else:
+            if self.kind == "pending":
+                _hold_data(self)
+            builder.add_fd(self.tmp.fileno(), self.logical_path, True, meta_json)
 
 
 def _metadata_json(metadata, what):
@@ -290,7 +299,7 @@ class Artifact:
         if logical_path is None:
             logical_path = DEFAULT_DATA_NAME
         with self._builder() as b:  # the logical path and metadata by libferry's rules
-            b.add_staged("-", logical_path, True, meta_json)
+            b.add_remote("ferry:data", logical_path, True, meta_json)
         if not overwrite and logical_path in self._assets:
             self._merge([_Asset(logical_path, "pending")], False)  # raises
         if isinstance(data, bytearray):
@@ -304,12 +313,7 @@ class Artifact:
                 start = None
         asset = _Asset(logical_path, "pending", obj=data, start=start, metadata=metadata)
         if copy_to_tmp:
-            try:
-                _stage_asset(asset)
-            except FerryError as e:
-                # ferryd is not running: keep the object, read it at log time.
-                if e.code != "connect_failed":
-                    raise
+            _hold_data(asset)
         self._merge([asset], overwrite)
 
     def add_remote(self, uri, logical_path=None, overwrite=False, asset_type=None, metadata=None,
@@ -338,53 +342,39 @@ class Artifact:
 
     # ---- logging ----------------------------------------------------------
 
-    def _wire(self):
-        """The fields of artifact.log; stages pending data first."""
+    def _native_builder(self):
+        """A libferry artifact describing this version (the caller closes it)."""
         meta_json = _metadata_json(self._metadata, "artifact metadata")
-        aliases = _label_set(self._aliases, "aliases")
-        tags = _label_set(self._version_tags, "version tags")
-        for a in self._assets.values():
-            if a.kind == "pending" or (a.kind == "staged" and a.consumed):
-                _stage_asset(a)
-        req = {"name": self._name, "assets": [a.wire() for a in self._assets.values()]}
-        if self._artifact_type is not None:
-            req["type"] = self._artifact_type
-        if self._version is not None:
-            req["version"] = self._version
-        if aliases:
-            req["aliases"] = sorted(aliases)
-        if tags:
-            req["tags"] = sorted(tags)
-        if meta_json is not None and self._metadata:
-            req["metadata"] = self._metadata
-        return req
-
-    def _logged(self):
-        """After an ok artifact.log: staged data is now the daemon's."""
-        for a in self._assets.values():
-            if a.kind == "staged":
-                a.consumed = True
+        b = _native.artifact_builder(self._name, self._artifact_type)
+        try:
+            b.set_version(self._version)
+            for a in sorted(_label_set(self._aliases, "aliases")):
+                b.add_alias(a)
+            for t in sorted(_label_set(self._version_tags, "version tags")):
+                b.add_tag(t)
+            if meta_json is not None and self._metadata:
+                b.set_metadata(meta_json)
+            for a in self._assets.values():
+                a.fill(b)
+        except BaseException:
+            b.close()
+            raise
+        return b
 
 
-def _stage_asset(asset):
-    """Stream the asset's data into a new staging file; the asset becomes "staged"."""
+def _hold_data(asset):
+    """Copy the asset's data into a temporary file of this process; the asset becomes "data"."""
     data = asset.obj
-    if asset.consumed or asset.kind == "pending":
-        if asset.start is not None:
-            data.seek(asset.start)
-        elif asset.consumed and not isinstance(data, (bytes, memoryview)):
-            raise FerryError("the data at %r was already handed to ferryd and the object cannot "
-                             "be read again (not seekable); add it again to log another version"
-                             % asset.logical_path, "invalid_argument")
-    token, path = _native.stage()
-    size = 0
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+    if asset.kind == "pending" and asset.start is not None:
+        data.seek(asset.start)
+    tmp = tempfile.TemporaryFile(prefix="ferry-data-")
     try:
-        with io.FileIO(fd, "wb", closefd=False) as out:
-            size = _copy(data, out)
-    finally:
-        os.close(fd)
-    asset.kind, asset.value, asset.size, asset.consumed = "staged", token, size, False
+        asset.size = _copy(data, tmp)
+        tmp.flush()
+    except BaseException:
+        tmp.close()
+        raise
+    asset.kind, asset.tmp = "data", tmp
 
 
 def _copy(data, out):

@@ -137,14 +137,12 @@ class Experiment:
         if not isinstance(artifact, Artifact):
             raise TypeError("log_artifact takes a ferry.Artifact, not %s"
                             % type(artifact).__name__)
-        req = artifact._wire()
-        req["experiment"] = self._key
-        if self._workspace:
-            req["workspace"] = self._workspace
-        if self._project_name:
-            req["project"] = self._project_name
-        reply = _native.request("artifact.log", req, timeout_ms=0, repeatable=False)
-        artifact._logged()
+        builder = artifact._native_builder()
+        try:
+            reply = _native.log(builder, self._key, self._workspace or None,
+                                self._project_name or None)
+        finally:
+            builder.close()
         job = reply["job"]
         self._jobs.append(job)
         assets = [LoggedArtifactAsset(a.logical_path, a.size if not a.remote else 0, a.remote,
@@ -341,12 +339,11 @@ class LoggedArtifact:
         mode = _overwrite_mode(overwrite_strategy)
         directory = os.path.abspath(os.fspath(path) if path is not None else os.getcwd())
         self._resolve()
-        args = self._get_args(self.version)
-        args["dir"] = directory
-        args["overwrite"] = mode
         if self.version is None:
             self.refresh()  # raises unless the bare name resolves to this queued version
-        reply = _native.request("download", args, timeout_ms=0)
+        spec = "%s%s%s" % (self.workspace + "/" if self.workspace else "", self.name,
+                           ":" + self.version if self.version else "")
+        reply = _native.download(spec, directory, mode)
         result = Artifact(self.name, self.artifact_type)
         placed = {f["logical_path"]: f for f in reply.get("files", [])}
         for a in self.assets:

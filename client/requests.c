@@ -1,0 +1,283 @@
+/* requests.c — libferry's typed requests: experiments, wait, status, get, ls, pause, cache. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Check an optional workspace or project name; what is "workspace" or "project". */
+static int client_check_name(struct ferry_client *c, const char *value, const char *what)
+{
+        if (value == NULL)
+                return 0;
+        return proto_validate_name(value, what, c->err, sizeof(c->err));
+}
+
+int client_check_names(struct ferry_client *c, const char *workspace, const char *project)
+{
+        int rc = client_check_name(c, workspace, "workspace");
+
+        return rc != 0 ? rc : client_check_name(c, project, "project");
+}
+
+/* experiment.create with an optional key; *key_out (optional) gets the key. */
+static int client_experiment(struct ferry_client *c, const char *key, const char *workspace,
+                             const char *project, const char *name, char **key_out)
+{
+        cJSON *req, *rep = NULL;
+        const char *k;
+        int rc;
+
+        if (key != NULL && proto_validate_experiment_key(key, c->err, sizeof(c->err)) != 0)
+                return FERRY_EINVAL;
+        if ((rc = client_check_name(c, workspace, "workspace")) != 0 ||
+            (rc = client_check_name(c, project, "project")) != 0)
+                return rc;
+        req = client_request(c, proto_op_name(PROTO_OP_EXPERIMENT_CREATE));
+        if (req == NULL || !add_string_opt(req, "workspace", workspace) ||
+            !add_string_opt(req, "project", project) || !add_string_opt(req, "name", name) ||
+            !add_string_opt(req, "key", key)) {
+                cJSON_Delete(req);
+                return client_nomem(c);
+        }
+        rc = client_call(c, req, c->timeout_ms, &rep);
+        if (rc != 0)
+                return rc;
+        if (proto_get_string(rep, "key", true, &k, NULL, 0) != 0 ||
+            proto_validate_experiment_key(k, NULL, 0) != 0) {
+                rc = client_bad_reply(c, "experiment.create", "key");
+        } else if (key_out != NULL) {
+                *key_out = strdup(k);
+                if (*key_out == NULL)
+                        rc = client_nomem(c);
+        }
+        cJSON_Delete(rep);
+        return rc;
+}
+
+int ferry_experiment_create(struct ferry_client *client, const char *workspace, const char *project,
+                            const char *name, char **key)
+{
+        if (key != NULL)
+                *key = NULL;
+        if (client == NULL || key == NULL)
+                return FERRY_EINVAL;
+        return client_experiment(client, NULL, workspace, project, name, key);
+}
+
+int ferry_experiment_adopt(struct ferry_client *client, const char *key, const char *workspace,
+                           const char *project, const char *name)
+{
+        if (client == NULL)
+                return FERRY_EINVAL;
+        if (key == NULL)
+                return client_fail(client, FERRY_EINVAL, "an experiment key is required");
+        return client_experiment(client, key, workspace, project, name, NULL);
+}
+
+int ferry_wait(struct ferry_client *client, const int64_t *jobs, size_t njobs, int timeout_ms,
+               char **reply_json)
+{
+        cJSON *req, *arr, *rep = NULL;
+        const cJSON *drained;
+        int64_t pending, failed;
+        size_t i;
+        int rc;
+
+        if (reply_json != NULL)
+                *reply_json = NULL;
+        if (client == NULL || (jobs == NULL && njobs > 0))
+                return FERRY_EINVAL;
+        req = client_request(client, proto_op_name(PROTO_OP_WAIT));
+        if (req == NULL)
+                return client_nomem(client);
+        if (njobs > 0) {
+                arr = cJSON_AddArrayToObject(req, "jobs");
+                for (i = 0; arr != NULL && i < njobs; i++) {
+                        if (jobs[i] < 0) {
+                                cJSON_Delete(req);
+                                return client_fail(client, FERRY_EINVAL, "job id %lld is negative",
+                                                   (long long)jobs[i]);
+                        }
+                        if (!cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)jobs[i])))
+                                arr = NULL;
+                }
+                if (arr == NULL) {
+                        cJSON_Delete(req);
+                        return client_nomem(client);
+                }
+        }
+        if (timeout_ms > 0 && !cJSON_AddNumberToObject(req, "timeout_ms", timeout_ms)) {
+                cJSON_Delete(req);
+                return client_nomem(client);
+        }
+        /* The daemon answers at its timeout; allow it some time beyond. */
+        rc = client_call(client, req,
+                         timeout_ms > 0 ? (timeout_ms > INT_MAX - FERRY_WAIT_GRACE_MS
+                                               ? INT_MAX
+                                               : timeout_ms + FERRY_WAIT_GRACE_MS)
+                                        : 0,
+                         &rep);
+        if (rc != 0)
+                return rc;
+        drained = cJSON_GetObjectItemCaseSensitive(rep, "drained");
+        if (!cJSON_IsBool(drained) ||
+            proto_get_int(rep, "pending", false, 0, &pending, NULL, 0) != 0 ||
+            proto_get_int(rep, "failed", false, 0, &failed, NULL, 0) != 0) {
+                cJSON_Delete(rep);
+                return client_bad_reply(client, "wait", "drained");
+        }
+        if (cJSON_IsFalse(drained))
+                rc = client_fail(client, FERRY_ETIMEDOUT,
+                                 "%lld job%s still queued or running after %g s",
+                                 (long long)pending, plural(pending), timeout_ms / 1000.0);
+        else if (failed > 0)
+                rc = client_fail(client, FERRY_EFAILED, "%lld job%s failed", (long long)failed,
+                                 plural(failed));
+        if (client_reply_out(client, rep, reply_json) != 0)
+                return FERRY_ENOMEM;
+        return rc;
+}
+
+int ferry_status(struct ferry_client *client, char **json)
+{
+        cJSON *req, *rep = NULL;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (client == NULL)
+                return FERRY_EINVAL;
+        req = client_request(client, proto_op_name(PROTO_OP_STATUS));
+        if (req == NULL)
+                return client_nomem(client);
+        rc = client_call(client, req, client->timeout_ms, &rep);
+        if (rc != 0)
+                return rc;
+        return client_reply_out(client, rep, json);
+}
+
+/* Check a [workspace/]name[:version_or_alias] spec before it is sent. */
+int client_check_spec(struct ferry_client *c, const char *spec)
+{
+        char ws[PROTO_NAME_MAX + 1], name[PROTO_NAME_MAX + 1], ver[PROTO_NAME_MAX + 1];
+
+        if (spec == NULL)
+                return client_fail(c, FERRY_EINVAL, "an artifact name is required");
+        return proto_spec_parse(spec, ws, sizeof(ws), name, sizeof(name), ver, sizeof(ver), c->err,
+                                sizeof(c->err));
+}
+
+int ferry_get(struct ferry_client *client, const char *spec, char **json)
+{
+        cJSON *req, *rep = NULL;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (client == NULL)
+                return FERRY_EINVAL;
+        rc = client_check_spec(client, spec);
+        if (rc != 0)
+                return rc;
+        req = client_request(client, proto_op_name(PROTO_OP_GET));
+        if (req == NULL || !cJSON_AddStringToObject(req, "name", spec)) {
+                cJSON_Delete(req);
+                return client_nomem(client);
+        }
+        rc = client_call(client, req, client->timeout_ms, &rep);
+        if (rc != 0)
+                return rc;
+        return client_reply_out(client, rep, json);
+}
+
+int ferry_pause(struct ferry_client *client, int paused, char **json)
+{
+        cJSON *req, *rep = NULL;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (client == NULL)
+                return FERRY_EINVAL;
+        req = client_request(client, proto_op_name(PROTO_OP_PAUSE));
+        if (req == NULL || !cJSON_AddBoolToObject(req, "paused", paused != 0)) {
+                cJSON_Delete(req);
+                return client_nomem(client);
+        }
+        rc = client_call(client, req, client->timeout_ms, &rep);
+        if (rc != 0)
+                return rc;
+        if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(rep, "paused"))) {
+                cJSON_Delete(rep);
+                return client_bad_reply(client, "pause", "paused");
+        }
+        return client_reply_out(client, rep, json);
+}
+
+int ferry_cache(struct ferry_client *client, int clear, char **json)
+{
+        cJSON *req, *rep = NULL;
+        int64_t bytes;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (client == NULL)
+                return FERRY_EINVAL;
+        req = client_request(client, proto_op_name(PROTO_OP_CACHE));
+        if (req == NULL || (clear && !cJSON_AddTrueToObject(req, "clear"))) {
+                cJSON_Delete(req);
+                return client_nomem(client);
+        }
+        rc = client_call(client, req, client->timeout_ms, &rep);
+        if (rc != 0)
+                return rc;
+        if (proto_get_int(rep, "bytes", true, 0, &bytes, NULL, 0) != 0) {
+                cJSON_Delete(rep);
+                return client_bad_reply(client, "cache", "bytes");
+        }
+        return client_reply_out(client, rep, json);
+}
+
+int ferry_ls(struct ferry_client *client, const char *state, int limit, char **json)
+{
+        static const char *const states[] = {"active", "queued", "failed", "done", "cancelled", "all"};
+        cJSON *req, *rep = NULL;
+        size_t i;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (client == NULL)
+                return FERRY_EINVAL;
+        if (state != NULL) {
+                for (i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+                        if (strcmp(state, states[i]) == 0)
+                                break;
+                if (i == sizeof(states) / sizeof(states[0]))
+                        return client_fail(client, FERRY_EINVAL,
+                                           "state \"%s\" is not one of active, queued, failed, "
+                                           "done, cancelled, all",
+                                           state);
+        }
+        if (limit > FERRY_LS_LIMIT_MAX)
+                return client_fail(client, FERRY_EINVAL, "the limit must be 1 to %d, not %d",
+                                   FERRY_LS_LIMIT_MAX, limit);
+        req = client_request(client, proto_op_name(PROTO_OP_LS));
+        if (req == NULL || !add_string_opt(req, "state", state) ||
+            (limit > 0 && !cJSON_AddNumberToObject(req, "limit", limit))) {
+                cJSON_Delete(req);
+                return client_nomem(client);
+        }
+        rc = client_call(client, req, client->timeout_ms, &rep);
+        if (rc != 0)
+                return rc;
+        if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(rep, "items"))) {
+                cJSON_Delete(rep);
+                return client_bad_reply(client, "ls", "items");
+        }
+        return client_reply_out(client, rep, json);
+}
+

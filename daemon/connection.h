@@ -1,0 +1,64 @@
+/*
+ * connection.h — one client of the control socket: frames in and out with the
+ * descriptors that travel with them (SCM_RIGHTS), hello, backpressure, and
+ * the one path by which a connection ends.
+ *
+ * A malformed frame closes that client, never the daemon. Every complete
+ * request after hello goes to ops_dispatch() with the descriptors its frame
+ * carried. Replies are queued and written when the socket is writable; past
+ * 1 MiB of unread replies the client's requests are not read until they
+ * drain, past 32 MiB (or 256 MiB for all clients) it is dropped.
+ */
+#ifndef FERRY_CONNECTION_H
+#define FERRY_CONNECTION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <cjson/cJSON.h>
+
+struct client;
+struct server;
+struct request;
+
+/* Take over the accepted socket `fd` of peer uid/gid; NULL (fd closed) when out of memory. */
+struct client *client_new(struct server *srv, int fd, uid_t uid, gid_t gid);
+/* Refuse at once: one error reply, then the connection ends. */
+void client_refuse(struct client *c, uint64_t id, int code, const char *msg);
+/* Send `msg` (not consumed) unless the client is gone. */
+void client_send(struct client *c, const cJSON *msg);
+/* The same with `n` descriptors, taken over (closed once sent, or when the client is gone). */
+void client_send_fds(struct client *c, const cJSON *msg, int *fds, int n);
+/* Hold the client across an asynchronous reply; every ref needs an unref. */
+void client_ref(struct client *c);
+void client_unref(struct client *c);
+/* End the connection (the one path); `flush`: write what is queued first. */
+void client_close(struct client *c, bool flush);
+/* True once the connection has ended (replies to it are dropped). */
+int client_closed(const struct client *c);
+uid_t client_uid(const struct client *c);
+
+/* The requests of a connection still waiting for their replies (kept by ops.c). */
+struct client_pending {
+        struct request *head;
+        int count;
+};
+struct client_pending *client_pending(struct client *c);
+/* The ops' per-connection state (open versions, downloads): theirs to set and free. */
+enum client_slot { SESSION_LOG, SESSION_DOWNLOAD, SESSION_N };
+void **client_session(struct client *c, enum client_slot slot);
+
+/* For the listener's housekeeping. */
+bool client_said_hello(const struct client *c);
+/* Nothing pending, nothing queued: closing it loses no reply. */
+bool client_idle(const struct client *c);
+int64_t client_last_active_ms(const struct client *c); /* monotonic */
+int64_t client_opened_ms(const struct client *c);      /* monotonic */
+uint64_t client_serial(const struct client *c);
+/* The listener's list (server.c keeps it). */
+struct client *client_next(const struct client *c);
+void client_link(struct client *c, struct client **head);
+void client_unlink(struct client *c, struct client **head);
+
+#endif
