@@ -1435,14 +1435,14 @@ static void test_pending_queries(void)
         CHECK_INT(store_find_pending(st, "ws", "m", "1.0.0"), p1); /* requested version */
         CHECK_INT(store_find_pending(st, "ws", "m", "prod"), p2);
         CHECK_INT(store_find_pending(st, "ws", "m", "best"), p3); /* newest of p1 and p3 */
-        CHECK_INT(store_find_pending(st, "ws", "m", NULL), p4);     /* parked, still held */
+        CHECK_INT(store_find_pending(st, "ws", "m", NULL), p4);   /* parked, still held */
         CHECK_INT(store_find_pending(st, "ws", "m", "latest"), p4);
         CHECK_INT(store_find_pending(st, "ws", "m", "LaTeSt"), p4);
         /* An alias ignoring case only when no alias matches exactly. */
         CHECK_INT(store_find_pending(st, "ws", "m", "Stable"), p1);
         CHECK_INT(store_find_pending(st, "ws", "m", "stable"), p1);
         CHECK_INT(store_find_pending(st, "ws", "m", "PROD"), p2);
-        CHECK_INT(store_find_pending(st, "ws", "m", "Best"), p3); /* loose: the newest */
+        CHECK_INT(store_find_pending(st, "ws", "m", "Best"), p3);  /* loose: the newest */
         CHECK_INT(store_find_pending(st, "ws", "m", "2.0.0"), p4); /* parked: readable here */
         CHECK_INT(store_find_pending(st, "ws", "m", "old"), p4);
         CHECK_INT(store_find_pending(st, "ws", "m", "nope"), 0);
