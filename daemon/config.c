@@ -165,6 +165,12 @@ static int config_set(struct config *cfg, const char *key, const char *v)
                 return parse_int(v, 1, 3600000, &cfg->retry_base_ms);
         } else if (!strcmp(key, "retry_cap_ms")) {
                 return parse_int(v, 1, 86400000, &cfg->retry_cap_ms);
+        } else if (!strcmp(key, "retry_slow_after")) {
+                if (parse_int(v, 1, 1000000, &n))
+                        return -1;
+                cfg->retry_slow_after = (int)n;
+        } else if (!strcmp(key, "retry_slow_cap_ms")) {
+                return parse_int(v, 1, 86400000, &cfg->retry_slow_cap_ms);
         } else if (!strcmp(key, "max_attempts")) {
                 if (parse_int(v, 1, 1000000, &n))
                         return -1;
@@ -293,8 +299,10 @@ static void config_defaults(struct config *cfg)
         cfg->cache_budget = 32LL << 30;
         cfg->max_jobs = 8;
         cfg->max_transfers = 16;
-        cfg->retry_base_ms = 2000;
-        cfg->retry_cap_ms = 60000;
+        cfg->retry_base_ms = 1000;
+        cfg->retry_cap_ms = 5000;
+        cfg->retry_slow_after = 10;
+        cfg->retry_slow_cap_ms = 60000;
         cfg->max_attempts = 30;
         cfg->max_clients = 1000;
         cfg->max_clients_per_uid = 64;
@@ -322,6 +330,8 @@ static int config_read_env(struct config *cfg, char *err, size_t errlen)
             {"FERRY_MAX_TRANSFERS", "max_transfers"},
             {"FERRY_RETRY_BASE_MS", "retry_base_ms"},
             {"FERRY_RETRY_CAP_MS", "retry_cap_ms"},
+            {"FERRY_RETRY_SLOW_AFTER", "retry_slow_after"},
+            {"FERRY_RETRY_SLOW_CAP_MS", "retry_slow_cap_ms"},
             {"FERRY_MAX_ATTEMPTS", "max_attempts"},
             {"FERRY_ALLOW_GROUP", "allow_group"},
             {"FERRY_MAX_CLIENTS", "max_clients"},
@@ -397,5 +407,7 @@ int config_load(struct config *cfg, const char *file, char *err, size_t errlen)
                          cfg->comet_api_key[0] ? "comet" : "local");
         if (cfg->retry_cap_ms < cfg->retry_base_ms)
                 cfg->retry_cap_ms = cfg->retry_base_ms;
+        if (cfg->retry_slow_cap_ms < cfg->retry_cap_ms)
+                cfg->retry_slow_cap_ms = cfg->retry_cap_ms;
         return 0;
 }

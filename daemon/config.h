@@ -20,7 +20,9 @@ struct config {
         int max_jobs;               /* versions delivered at once */
         int max_transfers;          /* concurrent HTTP transfers */
         int64_t retry_base_ms;      /* first backoff step */
-        int64_t retry_cap_ms;       /* largest backoff step */
+        int64_t retry_cap_ms;       /* largest backoff step of a short streak of failures */
+        int retry_slow_after;       /* failed attempts of one step after which ... */
+        int64_t retry_slow_cap_ms;  /* ... the largest backoff step is this (an outage) */
         int max_attempts;           /* transient failures before a job is parked as failed */
         int max_clients;            /* connections served at once */
         int max_clients_per_uid;    /* ... from one user other than ferryd's own */

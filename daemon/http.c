@@ -36,6 +36,7 @@
 #define HTTP_USER_AGENT "ferry/" FERRY_VERSION_STRING
 #define HTTP_MAX_REDIRS 5L
 #define HTTP_BODY_INITIAL 16384
+#define HTTP_SPEED_SLOTS 8 /* low-speed checkpoints kept per transfer */
 
 enum http_state {
         HTTP_STATE_NEW,     /* built by the caller, not submitted */
@@ -68,6 +69,14 @@ struct http_request {
         size_t body_cap;    /* capacity of resp.body; 0 while it points to empty_body */
         curl_off_t ul_seen; /* upload progress already added to the engine's total */
         curl_off_t dl_seen;
+
+        /* Our low-speed check: checkpoints of (time, bytes moved) a quarter of the window apart. */
+        struct {
+                uint64_t ms;
+                curl_off_t bytes;
+        } speed[HTTP_SPEED_SLOTS];
+        int n_speed;  /* checkpoints in speed[], newest last */
+        int too_slow; /* the check cut the transfer */
 
         void (*done)(struct http_request *req, const struct http_response *resp, void *data);
         void *data;
@@ -109,6 +118,14 @@ struct http_engine {
 };
 
 static char empty_body[1];
+
+static uint64_t http_now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static void http_engine_check_done(struct http_engine *engine);
 
@@ -332,10 +349,53 @@ static void http_request_count_progress(struct http_request *req, curl_off_t dln
         req->dl_seen = dlnow;
 }
 
+/*
+ * libcurl's own low-speed check averages over a fixed few seconds, so a burst (the request
+ * body) keeps a trickling answer alive for up to low_speed_time + 6 s. Ours compares the bytes
+ * moved since a checkpoint at least low_speed_time old with the limit, checkpoints taken a
+ * quarter of the window apart: a transfer that falls below the limit is cut within 1.25 times
+ * the window. curl's check stays on as the timer that calls us while nothing moves.
+ */
+static int http_request_too_slow(struct http_request *req, curl_off_t moved)
+{
+        const struct http_config *cfg = &req->engine->cfg;
+        uint64_t window = (uint64_t)cfg->low_speed_time_s * 1000, now = http_now_ms();
+        int i, old = -1;
+
+        if (cfg->low_speed_limit <= 0 || window == 0)
+                return 0;
+        if (req->n_speed > 0 && moved < req->speed[req->n_speed - 1].bytes)
+                req->n_speed = 0; /* rewound (redirect, retry on a dead connection) */
+        if (req->n_speed == 0 || now - req->speed[req->n_speed - 1].ms >= window / 4) {
+                if (req->n_speed == HTTP_SPEED_SLOTS) {
+                        memmove(&req->speed[0], &req->speed[1],
+                                sizeof(req->speed[0]) * (HTTP_SPEED_SLOTS - 1));
+                        req->n_speed--;
+                }
+                req->speed[req->n_speed].ms = now;
+                req->speed[req->n_speed].bytes = moved;
+                req->n_speed++;
+        }
+        for (i = 0; i < req->n_speed; i++)
+                if (now - req->speed[i].ms >= window)
+                        old = i; /* the newest checkpoint a whole window back */
+        if (old < 0)
+                return 0;
+        /* bytes / elapsed < limit, without division */
+        return (uint64_t)(moved - req->speed[old].bytes) * 1000 <
+               (uint64_t)cfg->low_speed_limit * (now - req->speed[old].ms);
+}
+
 static int http_xferinfo_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                             curl_off_t ulnow)
 {
-        http_request_count_progress(clientp, dlnow, ulnow);
+        struct http_request *req = clientp;
+
+        http_request_count_progress(req, dlnow, ulnow);
+        if (http_request_too_slow(req, dlnow + ulnow)) {
+                req->too_slow = 1;
+                return 1; /* CURLE_ABORTED_BY_CALLBACK */
+        }
         return 0;
 }
 
@@ -908,6 +968,14 @@ static void http_request_set_failure(struct http_request *req, CURLcode result)
                 break;
         case CURLE_READ_ERROR:
         case CURLE_ABORTED_BY_CALLBACK:
+                if (req->too_slow) {
+                        /* Like curl's own low-speed cut: the transfer was slow, not unreachable. */
+                        resp->err = FERRY_ETIMEDOUT;
+                        http_response_set_error(
+                            resp, "transfer slower than %ld bytes/s for %ld s: cut off",
+                            req->engine->cfg.low_speed_limit, req->engine->cfg.low_speed_time_s);
+                        return;
+                }
                 resp->err = FERRY_EFAILED; /* e.g. an upload file vanished */
                 break;
         case CURLE_OUT_OF_MEMORY:

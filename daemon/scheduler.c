@@ -389,7 +389,11 @@ static void sink_finished(struct backend_sink *sink, struct job *job,
                         }
                         break;
                 }
-                delay = scheduler_backoff_ms(cfg->retry_base_ms, cfg->retry_cap_ms, attempts);
+                /* Short streaks are noise, retried within seconds; a long one is an outage. */
+                delay = scheduler_backoff_ms(
+                    cfg->retry_base_ms,
+                    attempts > cfg->retry_slow_after ? cfg->retry_slow_cap_ms : cfg->retry_cap_ms,
+                    attempts);
                 ra = r->retry_after_ms;
                 if (ra > cfg->retry_after_cap_ms) {
                         log_info("job %lld: the server asked to wait %lld s; waiting %lld s "

@@ -183,3 +183,9 @@ WHEN old.state = 'queued' AND old.remote_version_id IS NULL BEGIN
           AND remote_version_id IS NULL
         ORDER BY id LIMIT 1;
 END;
+
+-- migration: 3
+-- Read-your-own-writes covers parked versions too: a version the backend
+-- refused is still only on this node, so look-ups by name search queued and
+-- failed versions, newest first, through one index.
+CREATE INDEX jobs_held ON jobs(workspace, name, id) WHERE state IN ('queued', 'failed');

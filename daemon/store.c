@@ -74,7 +74,7 @@ extern const char schema_sql[];
            "('queued', 'failed') LIMIT 1")                                                         \
         XX(find_pending,                                                                           \
            "SELECT id, version, assigned_version, aliases FROM jobs WHERE workspace = ?1 AND "     \
-           "name = ?2 AND state = 'queued' ORDER BY id DESC")                                      \
+           "name = ?2 AND state IN ('queued', 'failed') ORDER BY id DESC")                         \
         XX(counts, "SELECT state, jobs, bytes FROM stats")                                         \
         XX(list_state, "SELECT " JOB_COLUMNS "FROM jobs j WHERE j.state = ?1 ORDER BY j.id DESC "  \
                        "LIMIT ?2")                                                                 \

@@ -39,6 +39,8 @@ static const char *const env_names[] = {"HOME",
                                         "FERRY_MAX_TRANSFERS",
                                         "FERRY_RETRY_BASE_MS",
                                         "FERRY_RETRY_CAP_MS",
+                                        "FERRY_RETRY_SLOW_AFTER",
+                                        "FERRY_RETRY_SLOW_CAP_MS",
                                         "FERRY_MAX_ATTEMPTS",
                                         "FERRY_ALLOW_GROUP",
                                         "FERRY_VERIFY_TLS",
@@ -183,8 +185,10 @@ static void test_defaults(void)
         CHECK_INT(cfg.spool_budget, 64LL << 30);
         CHECK_INT(cfg.cache_budget, 32LL << 30);
         CHECK_INT(cfg.max_jobs, 8);
-        CHECK_INT(cfg.retry_base_ms, 2000);
-        CHECK_INT(cfg.retry_cap_ms, 60000);
+        CHECK_INT(cfg.retry_base_ms, 1000);
+        CHECK_INT(cfg.retry_cap_ms, 5000);
+        CHECK_INT(cfg.retry_slow_after, 10);
+        CHECK_INT(cfg.retry_slow_cap_ms, 60000);
         CHECK(cfg.verify_tls);
         CHECK(!cfg.have_allow_gid);
         snprintf(want, sizeof(want), "%s/.local/state/ferry", home);
@@ -300,6 +304,14 @@ static void test_ferryd_conf(void)
         CHECK(!cfg.verify_tls);
         CHECK_INT(cfg.retry_base_ms, 5000);
         CHECK_INT(cfg.retry_cap_ms, 5000); /* never below the base */
+        CHECK_INT(cfg.retry_slow_cap_ms, 60000);
+        setenv("FERRY_RETRY_SLOW_CAP_MS", "10", 1);
+        setenv("FERRY_RETRY_SLOW_AFTER", "3", 1);
+        CHECK_INT(load(&cfg, NULL, err, sizeof(err)), 0);
+        CHECK_INT(cfg.retry_slow_after, 3);
+        CHECK_INT(cfg.retry_slow_cap_ms, 5000); /* never below the short-streak cap */
+        unsetenv("FERRY_RETRY_SLOW_CAP_MS");
+        unsetenv("FERRY_RETRY_SLOW_AFTER");
 
         /* The environment beats the file. */
         setenv("COMET_WORKSPACE", "envws", 1);

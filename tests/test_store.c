@@ -696,7 +696,7 @@ static void test_migrate_from_1(void)
                 fprintf(stderr, "migration: %s\n", err);
                 return;
         }
-        CHECK_INT(query_int(db, "PRAGMA user_version"), 2);
+        CHECK_INT(query_int(db, "PRAGMA user_version"), 3);
         CHECK_STR(store_instance(st), INSTANCE1);
         /* Versions logged before keep the origin they had. */
         CHECK_STR(
@@ -1430,20 +1430,21 @@ static void test_pending_queries(void)
         CHECK_INT(store_job_set_done(st, o1, NULL), 0);
         CHECK(!store_version_pending(st, "ws", "other", "1.0.0")); /* done does not */
 
-        /* find_pending: the newest queued job by version, alias, or any. */
+        /* find_pending: the newest job still held here (queued or parked) by version, alias,
+         * or any. */
         CHECK_INT(store_find_pending(st, "ws", "m", "1.0.0"), p1); /* requested version */
         CHECK_INT(store_find_pending(st, "ws", "m", "prod"), p2);
         CHECK_INT(store_find_pending(st, "ws", "m", "best"), p3); /* newest of p1 and p3 */
-        CHECK_INT(store_find_pending(st, "ws", "m", NULL), p3);
-        CHECK_INT(store_find_pending(st, "ws", "m", "latest"), p3);
-        CHECK_INT(store_find_pending(st, "ws", "m", "LaTeSt"), p3);
+        CHECK_INT(store_find_pending(st, "ws", "m", NULL), p4);   /* parked, still held */
+        CHECK_INT(store_find_pending(st, "ws", "m", "latest"), p4);
+        CHECK_INT(store_find_pending(st, "ws", "m", "LaTeSt"), p4);
         /* An alias ignoring case only when no alias matches exactly. */
         CHECK_INT(store_find_pending(st, "ws", "m", "Stable"), p1);
         CHECK_INT(store_find_pending(st, "ws", "m", "stable"), p1);
         CHECK_INT(store_find_pending(st, "ws", "m", "PROD"), p2);
-        CHECK_INT(store_find_pending(st, "ws", "m", "Best"), p3); /* loose: the newest */
-        CHECK_INT(store_find_pending(st, "ws", "m", "2.0.0"), 0); /* failed: not pending */
-        CHECK_INT(store_find_pending(st, "ws", "m", "old"), 0);
+        CHECK_INT(store_find_pending(st, "ws", "m", "Best"), p3);  /* loose: the newest */
+        CHECK_INT(store_find_pending(st, "ws", "m", "2.0.0"), p4); /* parked: readable here */
+        CHECK_INT(store_find_pending(st, "ws", "m", "old"), p4);
         CHECK_INT(store_find_pending(st, "ws", "m", "nope"), 0);
         CHECK_INT(store_find_pending(st, "ws", "m", "bes"), 0);
         CHECK_INT(store_find_pending(st, "ws2", "m", NULL), 0);
@@ -1455,6 +1456,9 @@ static void test_pending_queries(void)
         CHECK_INT(store_find_pending(st, "ws", "m", "prod"), p2);
         CHECK_INT(store_job_set_done(st, p3, "5.0.0"), 0);
         CHECK_INT(store_find_pending(st, "ws", "m", "best"), p1);
+        CHECK_INT(store_find_pending(st, "ws", "m", NULL), p4);
+        CHECK_INT(store_job_requeue(st, p4), 1); /* one job requeued */
+        CHECK_INT(store_job_set_done(st, p4, "2.0.0"), 0);
         CHECK_INT(store_find_pending(st, "ws", "m", NULL), p2);
         CHECK_INT(store_find_pending(st, "ws", "m", "5.0.0"), 0); /* delivered */
         store_close(st);
