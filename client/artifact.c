@@ -42,7 +42,6 @@ static const char *shown_version(const char *v)
         return buf;
 }
 
-
 static int artifact_nomem(struct ferry_artifact *a)
 {
         return artifact_fail(a, FERRY_ENOMEM, "out of memory");
@@ -226,7 +225,6 @@ int ferry_artifact_set_metadata(struct ferry_artifact *artifact, const char *jso
         return 0;
 }
 
-
 /* ---- assets ---- */
 
 static uint64_t path_hash(const char *s)
@@ -385,7 +383,6 @@ static int artifact_path_error(struct ferry_artifact *a, const char *path, int e
                 return artifact_fail(a, FERRY_EIO, "cannot read %s: %s", path, strerror(err));
         }
 }
-
 
 /* Add the regular file `abs` (an absolute path) as `logical_path` to the batch. */
 static int artifact_batch_file(struct ferry_artifact *a, struct batch *b, const char *abs,
@@ -568,9 +565,8 @@ int ferry_artifact_add_file(struct ferry_artifact *artifact, const char *path,
         if (S_ISDIR(st.st_mode))
                 rc = artifact_walk(a, &b, real, "", logical_path, overwrite, meta);
         else if (S_ISREG(st.st_mode))
-                rc = artifact_batch_file(a, &b, real,
-                                         logical_path ? logical_path : base_name(path), overwrite,
-                                         meta);
+                rc = artifact_batch_file(a, &b, real, logical_path ? logical_path : base_name(path),
+                                         overwrite, meta);
         else
                 rc = artifact_fail(a, FERRY_EINVAL, "%s is neither a regular file nor a directory",
                                    path);
@@ -621,7 +617,6 @@ static void remote_logical_path(const char *uri, char *out, size_t len)
         }
         snprintf(out, len, "remote");
 }
-
 
 int ferry_artifact_add_remote(struct ferry_artifact *artifact, const char *uri,
                               const char *logical_path, int overwrite, const char *metadata_json)
@@ -699,8 +694,8 @@ int ferry_artifact_add_fd(struct ferry_artifact *artifact, int fd, const char *l
         if (fd < 0 || fstat(fd, &st) != 0)
                 return artifact_fail(artifact, FERRY_EINVAL, "descriptor %d is not open", fd);
         if (!S_ISREG(st.st_mode))
-                return artifact_fail(artifact, FERRY_EINVAL,
-                                     "descriptor %d is not a regular file", fd);
+                return artifact_fail(artifact, FERRY_EINVAL, "descriptor %d is not a regular file",
+                                     fd);
         own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (own < 0)
                 return artifact_fail(artifact, FERRY_EIO, "cannot keep descriptor %d: %s", fd,

@@ -1327,11 +1327,13 @@ static void progress_draw(struct ferry_client *c, const char *spec)
         int64_t done = 0, total = 0;
         char a[32], b[32];
 
+        const char *version = ferry_download_version(c);
+
         if (ferry_download_progress(c, &done, &total) != 0 || total <= 0)
                 return;
-        fprintf(stderr, "\rdownloading %s: %s of %s (%d%%)\033[K", spec,
-                fmt_bytes(a, sizeof(a), (double)done), fmt_bytes(b, sizeof(b), (double)total),
-                (int)(done * 100 / total));
+        fprintf(stderr, "\rdownloading %s%s%s: %s of %s (%d%%)\033[K", spec, version ? " " : "",
+                version ? version : "", fmt_bytes(a, sizeof(a), (double)done),
+                fmt_bytes(b, sizeof(b), (double)total), (int)(done * 100 / total));
         fflush(stderr);
 }
 

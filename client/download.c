@@ -32,26 +32,26 @@ enum dl_state { DL_OPENING, DL_COPYING, DL_DONE };
 
 struct ferry_download {
         enum dl_state state;
-        uint64_t open_id;              /* the download.open request while DL_OPENING */
+        uint64_t open_id; /* the download.open request while DL_OPENING */
         enum ferry_overwrite mode;
         char dir[PATH_MAX];
         int dirfd;
         char token[64];
-        cJSON *version;                /* from download.open */
-        cJSON *files;                  /* its files (array), in order */
-        int nfiles;
-        int next;                      /* next file to fetch descriptors for */
-        int *fds;                      /* the descriptors of the current batch */
-        cJSON *batch;                  /* their entries */
-        int nbatch, ibatch;            /* in the batch, and the one being placed */
+        cJSON *version;     /* from download.open */
+        int nfiles;         /* assets of the version (download.files lists them) */
+        int next;           /* next file to fetch descriptors for */
+        int *fds;           /* the descriptors of the current batch */
+        cJSON *batch;       /* their entries */
+        int nbatch, ibatch; /* in the batch, and the one being placed */
+        int nfds;           /* descriptors that came with the batch (its local files) */
         /* the file being placed */
         int src, out, parent;
         char tmp[64];
-        char *leaf_path;               /* a copy of its logical path; leaf points into it */
+        char *leaf_path; /* a copy of its logical path; leaf points into it */
         char *leaf;
         int64_t copied, size;
         bool cloned;
-        cJSON *result;                 /* {"dir", "version", "files", "bytes"} */
+        cJSON *result; /* {"dir", "version", "files", "bytes"} */
         int64_t bytes_done, bytes_total;
         int rc;
         char err[FERRY_ERR_MAX];
@@ -76,20 +76,27 @@ static void download_close_file(struct ferry_download *dl, bool keep_tmp)
         dl->cloned = false;
 }
 
-void download_free(struct ferry_download *dl)
+/* Close the batch's descriptors no file took (each is set to -1 when taken). */
+static void dl_close_batch(struct ferry_download *dl)
 {
         int i;
 
-        if (dl == NULL)
-                return;
-        download_close_file(dl, false);
-        for (i = dl->ibatch; dl->fds != NULL && i < dl->nbatch; i++)
+        for (i = 0; dl->fds != NULL && i < dl->nfds; i++)
                 if (dl->fds[i] >= 0)
                         close(dl->fds[i]);
         free(dl->fds);
+        dl->fds = NULL;
+        dl->nfds = 0;
+}
+
+void download_free(struct ferry_download *dl)
+{
+        if (dl == NULL)
+                return;
+        download_close_file(dl, false);
+        dl_close_batch(dl);
         cJSON_Delete(dl->batch);
         cJSON_Delete(dl->version);
-        cJSON_Delete(dl->files);
         cJSON_Delete(dl->result);
         if (dl->dirfd >= 0)
                 close(dl->dirfd);
@@ -135,8 +142,8 @@ static int open_parent(struct ferry_download *dl, char *path, char **leaf)
 
                                 close(fd);
                                 return dl_fail(dl, e == EACCES ? FERRY_EPERM : FERRY_EIO,
-                                               "cannot create directory %s in %s: %s", seg,
-                                               dl->dir, strerror(e));
+                                               "cannot create directory %s in %s: %s", seg, dl->dir,
+                                               strerror(e));
                         }
                         next = openat(fd, seg, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 }
@@ -215,8 +222,16 @@ static int dl_start_file(struct ferry_download *dl)
         struct stat st;
         int64_t fd_index = -1;
 
+        if (lp == NULL)
+                return dl_fail(dl, FERRY_EPROTO, "ferryd's file list is malformed");
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "remote"))) {
+                dl_note(dl, lp,
+                        (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(f, "size")),
+                        ACT_SKIPPED, "remote asset: listed, not downloaded");
+                return 1;
+        }
         proto_get_int(f, "fd", true, -1, &fd_index, NULL, 0);
-        if (lp == NULL || fd_index < 0 || fd_index >= dl->nbatch)
+        if (fd_index < 0 || fd_index >= dl->nfds)
                 return dl_fail(dl, FERRY_EPROTO, "ferryd's file list is malformed");
         if (proto_validate_logical_path(lp, NULL, 0) != 0)
                 return dl_fail(dl, FERRY_EUNSAFE,
@@ -246,7 +261,7 @@ static int dl_start_file(struct ferry_download *dl)
                 }
                 if (dl->mode == FERRY_OVERWRITE_FAIL) {
                         existing = openat(dl->parent, dl->leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-                        same = existing < 0 ? -1
+                        same = existing < 0             ? -1
                                : st.st_size != dl->size ? 0
                                                         : same_content(existing, dl->src);
                         if (existing >= 0)
@@ -298,12 +313,12 @@ static int dl_copy_slice(struct ferry_download *dl)
                 loff_t in = dl->copied, outoff = dl->copied;
                 ssize_t n = copy_file_range(dl->src, &in, dl->out, &outoff, (size_t)slice, 0);
 
-                if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-                              errno == EOPNOTSUPP)) {
+                if (n < 0 &&
+                    (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
                         char buf[1 << 16];
 
-                        n = pread(dl->src, buf, sizeof(buf) < (size_t)slice ? sizeof(buf)
-                                                                            : (size_t)slice,
+                        n = pread(dl->src, buf,
+                                  sizeof(buf) < (size_t)slice ? sizeof(buf) : (size_t)slice,
                                   dl->copied);
                         if (n > 0 && pwrite(dl->out, buf, (size_t)n, dl->copied) != n)
                                 n = -1;
@@ -318,8 +333,7 @@ static int dl_copy_slice(struct ferry_download *dl)
                                        strerror(e));
                 }
                 if (n == 0)
-                        return dl_fail(dl, FERRY_EIO, "%s came short from ferryd",
-                                       dl->leaf_path);
+                        return dl_fail(dl, FERRY_EIO, "%s came short from ferryd", dl->leaf_path);
                 dl->copied += n;
                 dl->bytes_done += n;
                 slice -= n;
@@ -349,10 +363,10 @@ static int dl_finish_file(struct ferry_download *dl)
         dl->tmp[0] = '\0';
         fsync(dl->parent);
         dl_note(dl, lp, dl->size, ACT_WRITTEN, NULL);
-        cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(dl->result, "bytes"),
-                             cJSON_GetNumberValue(
-                                 cJSON_GetObjectItemCaseSensitive(dl->result, "bytes")) +
-                                 (double)dl->size);
+        cJSON_SetNumberValue(
+            cJSON_GetObjectItemCaseSensitive(dl->result, "bytes"),
+            cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(dl->result, "bytes")) +
+                (double)dl->size);
         return 1;
 }
 
@@ -379,8 +393,9 @@ static int dl_fetch_batch(struct ferry_client *c, struct ferry_download *dl)
         cJSON_Delete(dl->batch);
         dl->batch = cJSON_DetachItemFromObjectCaseSensitive(rep, "files");
         cJSON_Delete(rep);
-        if (!cJSON_IsArray(dl->batch) || cJSON_GetArraySize(dl->batch) != n || got != n) {
-                close_all(dl->fds, got);
+        dl->nfds = got;
+        if (!cJSON_IsArray(dl->batch) || cJSON_GetArraySize(dl->batch) != n) {
+                dl_close_batch(dl);
                 return dl_fail(dl, FERRY_EPROTO, "ferryd's reply to download.files is malformed");
         }
         dl->nbatch = n;
@@ -392,10 +407,12 @@ static int dl_fetch_batch(struct ferry_client *c, struct ferry_download *dl)
 /* Do work for up to `deadline` (-1: until done). 1 done, 0 more to do. */
 static int dl_work(struct ferry_client *c, struct ferry_download *dl, int64_t deadline)
 {
+        bool stepped = false;
         int rc;
 
-        while (dl->state == DL_COPYING) {
-                if (deadline >= 0 && now_ms() >= deadline)
+        /* One step at least, so that polling with no time to spare still advances. */
+        for (; dl->state == DL_COPYING; stepped = true) {
+                if (stepped && deadline >= 0 && now_ms() >= deadline)
                         return 0;
                 if (dl->out >= 0) {
                         rc = dl_copy_slice(dl);
@@ -419,8 +436,7 @@ static int dl_work(struct ferry_client *c, struct ferry_download *dl, int64_t de
                         }
                         continue;
                 }
-                free(dl->fds);
-                dl->fds = NULL;
+                dl_close_batch(dl);
                 dl->nbatch = dl->ibatch = 0;
                 if (dl->next < dl->nfiles) {
                         if (dl_fetch_batch(c, dl) < 0)
@@ -432,28 +448,50 @@ static int dl_work(struct ferry_client *c, struct ferry_download *dl, int64_t de
         return 1;
 }
 
+/* Make and open the target directory, with the caller's rights, once ferryd said what comes. */
+static int dl_make_dir(struct ferry_download *dl)
+{
+        for (char *p = dl->dir + 1;; p++) {
+                if (*p == '/' || *p == '\0') {
+                        char save = *p;
+                        int e;
+
+                        *p = '\0';
+                        e = mkdir(dl->dir, 0777) != 0 && errno != EEXIST ? errno : 0;
+                        *p = save;
+                        if (e != 0)
+                                return dl_fail(dl, e == EACCES ? FERRY_EPERM : FERRY_EIO,
+                                               "cannot create %s: %s", dl->dir, strerror(e));
+                        if (save == '\0')
+                                break;
+                }
+        }
+        dl->dirfd = open(dl->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dl->dirfd < 0)
+                return dl_fail(dl, errno == EACCES ? FERRY_EPERM : FERRY_EIO, "cannot open %s: %s",
+                               dl->dir, strerror(errno));
+        return 0;
+}
+
 /* The reply to download.open came: learn the files, prepare the result. */
 static int dl_opened(struct ferry_client *c, struct ferry_download *dl, cJSON *rep)
 {
         const char *tok;
-        const cJSON *it;
+
+        int64_t count = -1, bytes = -1;
 
         if (proto_get_string(rep, "token", true, &tok, NULL, 0) != 0 ||
             strlen(tok) >= sizeof(dl->token) ||
-            !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(rep, "files")) ||
-            !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(rep, "version"))) {
+            proto_get_int(rep, "count", true, 0, &count, NULL, 0) != 0 || count < 0 ||
+            count > INT_MAX || proto_get_int(rep, "bytes", true, 0, &bytes, NULL, 0) != 0 ||
+            bytes < 0 || !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(rep, "version"))) {
                 cJSON_Delete(rep);
                 return dl_fail(dl, FERRY_EPROTO, "ferryd's reply to download.open is malformed");
         }
         snprintf(dl->token, sizeof(dl->token), "%s", tok);
         dl->version = cJSON_DetachItemFromObjectCaseSensitive(rep, "version");
-        dl->files = cJSON_DetachItemFromObjectCaseSensitive(rep, "files");
-        dl->nfiles = cJSON_GetArraySize(dl->files);
-        cJSON_ArrayForEach(it, dl->files)
-        {
-                dl->bytes_total += (int64_t)cJSON_GetNumberValue(
-                    cJSON_GetObjectItemCaseSensitive(it, "size"));
-        }
+        dl->nfiles = (int)count; /* its assets, listed by download.files */
+        dl->bytes_total = bytes;
         dl->result = cJSON_CreateObject();
         if (dl->result == NULL || !cJSON_AddStringToObject(dl->result, "dir", dl->dir) ||
             !cJSON_AddItemToObject(
@@ -464,18 +502,9 @@ static int dl_opened(struct ferry_client *c, struct ferry_download *dl, cJSON *r
                 cJSON_Delete(rep);
                 return dl_fail(dl, FERRY_ENOMEM, "out of memory");
         }
-        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(rep, "skipped"))
-        {
-                const char *lp =
-                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "logical_path"));
-
-                if (lp != NULL)
-                        dl_note(dl, lp,
-                                (int64_t)cJSON_GetNumberValue(
-                                    cJSON_GetObjectItemCaseSensitive(it, "size")),
-                                ACT_SKIPPED, "remote asset: listed, not downloaded");
-        }
         cJSON_Delete(rep);
+        if (dl_make_dir(dl) != 0)
+                return dl->rc;
         dl->state = DL_COPYING;
         (void)c;
         return 0;
@@ -513,42 +542,14 @@ int ferry_download_start(struct ferry_client *client, const char *spec, const ch
                         dir += 2;
                 if (getcwd(cwd, sizeof(cwd)) == NULL ||
                     (size_t)snprintf(dl->dir, sizeof(dl->dir), "%s%s%s", cwd,
-                                     strcmp(dir, ".") ? "/" : "", strcmp(dir, ".") ? dir : "") >=
-                        sizeof(dl->dir)) {
+                                     strcmp(dir, ".") ? "/" : "",
+                                     strcmp(dir, ".") ? dir : "") >= sizeof(dl->dir)) {
                         free(dl);
                         return client_fail(client, FERRY_EINVAL,
                                            "cannot make the download directory %s absolute", dir);
                 }
         } else {
                 snprintf(dl->dir, sizeof(dl->dir), "%s", dir);
-        }
-        /* The caller makes the target, with the caller's rights. */
-        for (char *p = dl->dir + 1;; p++) {
-                if (*p == '/' || *p == '\0') {
-                        char save = *p;
-
-                        *p = '\0';
-                        if (mkdir(dl->dir, 0777) != 0 && errno != EEXIST) {
-                                int e = errno;
-
-                                *p = save;
-                                download_free(dl);
-                                return client_fail(client,
-                                                   e == EACCES ? FERRY_EPERM : FERRY_EIO,
-                                                   "cannot create %s: %s", dir, strerror(e));
-                        }
-                        *p = save;
-                        if (save == '\0')
-                                break;
-                }
-        }
-        dl->dirfd = open(dl->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dl->dirfd < 0) {
-                int e = errno;
-
-                download_free(dl);
-                return client_fail(client, e == EACCES ? FERRY_EPERM : FERRY_EIO,
-                                   "cannot open %s: %s", dir, strerror(e));
         }
         req = client_request(client, proto_op_name(PROTO_OP_DOWNLOAD_OPEN));
         if (req == NULL || !cJSON_AddStringToObject(req, "name", spec)) {
@@ -592,6 +593,7 @@ int ferry_download_ready(struct ferry_client *client, int timeout_ms)
                 }
                 if (dl_opened(client, dl, rep) != 0)
                         return 1;
+                return 0; /* opened: the caller may show what comes */
         }
         return dl_work(client, dl, deadline);
 }
@@ -605,6 +607,14 @@ int ferry_download_progress(struct ferry_client *client, int64_t *done, int64_t 
         if (total)
                 *total = client->dl->bytes_total;
         return 0;
+}
+
+const char *ferry_download_version(const struct ferry_client *client)
+{
+        if (client == NULL || client->dl == NULL || client->dl->version == NULL)
+                return NULL;
+        return cJSON_GetStringValue(
+            cJSON_GetObjectItemCaseSensitive(client->dl->version, "version"));
 }
 
 int ferry_download_finish(struct ferry_client *client, char **json)
@@ -621,6 +631,12 @@ int ferry_download_finish(struct ferry_client *client, char **json)
         if (dl == NULL)
                 return client_fail(client, FERRY_EINVAL,
                                    "no download is in progress on this connection");
+        /* Waiting for ferryd is bounded by the client's time limit; copying is not. */
+        if (dl->state == DL_OPENING) {
+                ferry_download_ready(client, client->timeout_ms > 0 ? client->timeout_ms : -1);
+                if (dl->state == DL_OPENING)
+                        dl_fail(dl, FERRY_ETIMEDOUT, "%s", client->err);
+        }
         while (dl->state != DL_DONE && ferry_download_ready(client, -1) == 0)
                 ;
         /* Let ferryd forget it (its pins go); a lost connection forgets it anyway. */

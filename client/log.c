@@ -49,8 +49,8 @@ static int log_batch_add(struct ferry_client *c, struct log_batch *b, const stru
 
         if (o == NULL || !cJSON_AddStringToObject(o, "logical_path", as->logical_path) ||
             (as->overwrite && !cJSON_AddTrueToObject(o, "overwrite")) ||
-            (as->meta != NULL && !cJSON_AddItemToObject(o, "metadata",
-                                                        cJSON_Duplicate(as->meta, 1)))) {
+            (as->meta != NULL &&
+             !cJSON_AddItemToObject(o, "metadata", cJSON_Duplicate(as->meta, 1)))) {
                 cJSON_Delete(o);
                 return client_nomem(c);
         }
@@ -67,10 +67,10 @@ static int log_batch_add(struct ferry_client *c, struct log_batch *b, const stru
 
                                 cJSON_Delete(o);
                                 return client_fail(c,
-                                                   e == ENOENT     ? FERRY_ENOTFOUND
-                                                   : e == EACCES   ? FERRY_EPERM
-                                                   : e == EMFILE   ? FERRY_EBUSY
-                                                                   : FERRY_EIO,
+                                                   e == ENOENT   ? FERRY_ENOTFOUND
+                                                   : e == EACCES ? FERRY_EPERM
+                                                   : e == EMFILE ? FERRY_EBUSY
+                                                                 : FERRY_EIO,
                                                    "cannot log %s: %s", as->path, strerror(e));
                         }
                 } else {
@@ -102,6 +102,13 @@ static int log_batch_add(struct ferry_client *c, struct log_batch *b, const stru
 static bool log_batch_fits(const struct log_batch *b, const struct asset *as)
 {
         size_t guess = strlen(as->logical_path) + (as->uri ? strlen(as->uri) : 0) + 64;
+
+        if (as->meta != NULL) {
+                char *text = cJSON_PrintUnformatted(as->meta);
+
+                guess += text ? strlen(text) : LOG_FRAME_BUDGET;
+                cJSON_free(text);
+        }
 
         if (as->kind != ASSET_REMOTE && b->nfds >= PROTO_MAX_FDS)
                 return false;
@@ -135,8 +142,8 @@ static int log_send(struct ferry_client *c, cJSON *req, struct log_batch *b, cJS
                 b->assets = NULL;
         }
         c->limit_ms = c->timeout_ms;
-        rc = client_roundtrip_fds(c, req, b->fds, b->nfds, deadline_after(c->timeout_ms), rep,
-                                  NULL, NULL);
+        rc = client_roundtrip_fds(c, req, b->fds, b->nfds, deadline_after(c->timeout_ms), rep, NULL,
+                                  NULL);
         log_batch_reset(b);
         return rc;
 }
@@ -176,7 +183,8 @@ static int log_in_batches(struct ferry_client *c, const struct ferry_artifact *a
         rc = client_call(c, req, c->timeout_ms, &r);
         if (rc != 0)
                 return rc;
-        if (proto_get_string(r, "token", true, &tok, NULL, 0) != 0 || strlen(tok) >= sizeof(token)) {
+        if (proto_get_string(r, "token", true, &tok, NULL, 0) != 0 ||
+            strlen(tok) >= sizeof(token)) {
                 cJSON_Delete(r);
                 return client_bad_reply(c, "artifact.begin", "token");
         }
@@ -228,6 +236,20 @@ static int client_log(struct ferry_client *c, const struct ferry_artifact *a,
         if ((rc = log_check_options(c, o)) != 0)
                 return rc;
         memset(&b, 0, sizeof(b));
+        /* The version's own fields (metadata, aliases, tags) share the frame. */
+        {
+                cJSON *probe = cJSON_CreateObject();
+                char *text = NULL;
+
+                if (probe == NULL || !artifact_fill_version(a, probe) ||
+                    (text = cJSON_PrintUnformatted(probe)) == NULL) {
+                        cJSON_Delete(probe);
+                        return client_nomem(c);
+                }
+                b.bytes = strlen(text);
+                cJSON_free(text);
+                cJSON_Delete(probe);
+        }
         for (i = 0; i < a->nassets && log_batch_fits(&b, &a->assets[i]); i++)
                 if ((rc = log_batch_add(c, &b, &a->assets[i])) != 0) {
                         log_batch_reset(&b);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdbool.h>
+
 #include "internal.h"
 
 /* Check an optional workspace or project name; what is "workspace" or "project". */
@@ -169,10 +171,45 @@ int client_check_spec(struct ferry_client *c, const char *spec)
                                 sizeof(c->err));
 }
 
+/* Does page `p` describe the same version as the first page `first` (same number, same job)? */
+static bool get_same_version(const cJSON *first, const cJSON *p)
+{
+        static const char *const keys[] = {"workspace", "name", "version", "job"};
+        size_t i;
+
+        for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+                const cJSON *a = cJSON_GetObjectItemCaseSensitive(first, keys[i]);
+                const cJSON *b = cJSON_GetObjectItemCaseSensitive(p, keys[i]);
+
+                if ((a == NULL) != (b == NULL) || (a != NULL && !cJSON_Compare(a, b, 1)))
+                        return false;
+        }
+        return true;
+}
+
+/* One page of `spec`'s version: its assets from `from`. */
+static int get_page(struct ferry_client *client, const char *spec, int from, cJSON **rep)
+{
+        cJSON *req = client_request(client, proto_op_name(PROTO_OP_GET));
+
+        if (req == NULL || !cJSON_AddStringToObject(req, "name", spec) ||
+            (from > 0 && !cJSON_AddNumberToObject(req, "assets_from", from))) {
+                cJSON_Delete(req);
+                return client_nomem(client);
+        }
+        return client_call(client, req, client->timeout_ms, rep);
+}
+
+/*
+ * ferryd answers a version with many assets a page at a time (a reply is one
+ * frame); the pages are put together here. Should the spec come to name
+ * another version between two pages (a newer one logged meanwhile), start over.
+ */
 int ferry_get(struct ferry_client *client, const char *spec, char **json)
 {
-        cJSON *req, *rep = NULL;
-        int rc;
+        cJSON *first = NULL, *page = NULL, *assets, *more, *a;
+        int rc, tries = 0;
+        int64_t total;
 
         if (json != NULL)
                 *json = NULL;
@@ -181,15 +218,47 @@ int ferry_get(struct ferry_client *client, const char *spec, char **json)
         rc = client_check_spec(client, spec);
         if (rc != 0)
                 return rc;
-        req = client_request(client, proto_op_name(PROTO_OP_GET));
-        if (req == NULL || !cJSON_AddStringToObject(req, "name", spec)) {
-                cJSON_Delete(req);
-                return client_nomem(client);
-        }
-        rc = client_call(client, req, client->timeout_ms, &rep);
-        if (rc != 0)
+again:
+        cJSON_Delete(first);
+        if ((rc = get_page(client, spec, 0, &first)) != 0)
                 return rc;
-        return client_reply_out(client, rep, json);
+        assets = cJSON_GetObjectItemCaseSensitive(first, "assets");
+        if (proto_get_int(first, "assets_total", false, -1, &total, NULL, 0) != 0 ||
+            !cJSON_IsArray(assets)) {
+                cJSON_Delete(first);
+                return client_bad_reply(client, "get", "assets");
+        }
+        while (total >= 0 && cJSON_GetArraySize(assets) < total) {
+                int have = cJSON_GetArraySize(assets);
+
+                if ((rc = get_page(client, spec, have, &page)) != 0) {
+                        cJSON_Delete(first);
+                        return rc;
+                }
+                more = cJSON_GetObjectItemCaseSensitive(page, "assets");
+                if (!get_same_version(first, page)) {
+                        cJSON_Delete(page);
+                        if (++tries < 5)
+                                goto again;
+                        cJSON_Delete(first);
+                        return client_fail(client, FERRY_EBUSY,
+                                           "the version %s names kept changing while its assets "
+                                           "were read; try again",
+                                           spec);
+                }
+                if (!cJSON_IsArray(more) || cJSON_GetArraySize(more) == 0) {
+                        cJSON_Delete(page);
+                        cJSON_Delete(first);
+                        return client_bad_reply(client, "get", "assets");
+                }
+                while ((a = more->child) != NULL) {
+                        cJSON_DetachItemViaPointer(more, a);
+                        cJSON_AddItemToArray(assets, a);
+                }
+                cJSON_Delete(page);
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(first, "assets_from");
+        return client_reply_out(client, first, json);
 }
 
 int ferry_pause(struct ferry_client *client, int paused, char **json)
@@ -243,7 +312,8 @@ int ferry_cache(struct ferry_client *client, int clear, char **json)
 
 int ferry_ls(struct ferry_client *client, const char *state, int limit, char **json)
 {
-        static const char *const states[] = {"active", "queued", "failed", "done", "cancelled", "all"};
+        static const char *const states[] = {"active", "queued",    "failed",
+                                             "done",   "cancelled", "all"};
         cJSON *req, *rep = NULL;
         size_t i;
         int rc;
@@ -280,4 +350,3 @@ int ferry_ls(struct ferry_client *client, const char *state, int limit, char **j
         }
         return client_reply_out(client, rep, json);
 }
-

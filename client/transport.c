@@ -141,7 +141,8 @@ int ferry_default_socket_path(char *buf, size_t len)
         env = getenv("FERRY_SOCKET");
         if (env != NULL && env[0] != '\0')
                 n = snprintf(buf, len, "%s", env);
-        else if ((env = getenv("XDG_RUNTIME_DIR")) != NULL && env[0] != '\0')
+        else if ((env = getenv("XDG_RUNTIME_DIR")) != NULL &&
+                 env[0] == '/') /* absolute only, as XDG says */
                 n = snprintf(buf, len, "%s/ferry/ferryd.sock", env);
         else
                 n = snprintf(buf, len, "/tmp/ferry-%u/ferryd.sock", (unsigned)getuid());
@@ -220,10 +221,9 @@ static int client_verify_dir(struct ferry_client *c, uid_t expected)
         if (lstat(dir, &st) != 0)
                 return 0; /* no directory: connect() says ferryd is not running */
         if (!S_ISDIR(st.st_mode))
-                return client_fail(c, FERRY_EPERM,
-                                   "refusing to talk to ferryd at %s: %s is %s, not a directory",
-                                   c->path, dir,
-                                   S_ISLNK(st.st_mode) ? "a symbolic link" : "something else");
+                return client_fail(
+                    c, FERRY_EPERM, "refusing to talk to ferryd at %s: %s is %s, not a directory",
+                    c->path, dir, S_ISLNK(st.st_mode) ? "a symbolic link" : "something else");
         if (!trusted_uid(st.st_uid, expected))
                 return client_fail(c, FERRY_EPERM,
                                    "refusing to talk to ferryd at %s: its directory %s belongs to "
@@ -536,10 +536,10 @@ static int client_recv(struct ferry_client *c, uint64_t id, int64_t deadline, co
                                 *rep = NULL;
                                 continue;
                         }
-                        if (fds != NULL) {
+                        if (fds != NULL && rc == 0) {
                                 *fds = got;
                                 *nfds = ngot;
-                        } else {
+                        } else { /* an error reply's descriptors are nobody's */
                                 close_all(got, ngot);
                                 free(got);
                         }
@@ -603,6 +603,14 @@ static int client_send_fds(struct ferry_client *c, cJSON *req, const int *fds, i
         v = cJSON_GetObjectItemCaseSensitive(req, "op");
         snprintf(op, oplen, "%s", cJSON_IsString(v) ? v->valuestring : "?");
         *id = (uint64_t)cJSON_GetObjectItemCaseSensitive(req, "id")->valuedouble;
+        if (c->dl != NULL && strncmp(op, "download.", 9) != 0) {
+                /* Its replies would be taken for the download's, and the download's lost. */
+                cJSON_Delete(req);
+                return client_fail(c, FERRY_EBUSY,
+                                   "a download is in progress on this connection; finish it with "
+                                   "ferry_download_finish() before \"%s\"",
+                                   op);
+        }
         if (c->fd < 0) {
                 cJSON_Delete(req);
                 return client_fail(c, FERRY_ECLOSED,

@@ -43,6 +43,13 @@ int cache_open(struct cache **out, const char *dir, int64_t budget, char *err, s
                 free(c);
                 return FERRY_EIO;
         }
+        if (util_check_private_dir(c->dir, err, errlen) != 0 ||
+            util_check_private_dir(c->blobs, err, errlen) != 0 ||
+            util_check_private_dir(c->refs, err, errlen) != 0 ||
+            util_check_private_dir(c->tmp, err, errlen) != 0) {
+                free(c);
+                return FERRY_EPERM;
+        }
         /* Downloads that a crash interrupted. */
         if ((d = opendir(c->tmp)) != NULL) {
                 while ((de = readdir(d)) != NULL)
@@ -80,7 +87,7 @@ int cache_lookup(struct cache *c, const char *key, char *path, size_t len)
         if (!valid_key(key))
                 return FERRY_EINVAL;
         snprintf(ref, sizeof(ref), "%s/%s", c->refs, key);
-        fd = open(ref, O_RDONLY | O_CLOEXEC);
+        fd = open(ref, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
                 return FERRY_ENOTFOUND;
         n = read(fd, sha, 64);
@@ -91,7 +98,7 @@ int cache_lookup(struct cache *c, const char *key, char *path, size_t len)
         snprintf(path, len, "%s/%s", c->blobs, sha);
         pthread_mutex_lock(&c->lock);
         /* mtime records the last use, for LRU eviction. */
-        if (utimensat(AT_FDCWD, path, NULL, 0) != 0) {
+        if (utimensat(AT_FDCWD, path, NULL, AT_SYMLINK_NOFOLLOW) != 0) {
                 pthread_mutex_unlock(&c->lock);
                 unlink(ref); /* its blob was evicted */
                 return FERRY_ENOTFOUND;
@@ -217,7 +224,7 @@ int cache_insert(struct cache *c, const char *key, const char *tmp, char *path, 
         pthread_mutex_lock(&c->lock);
         if (stat(path, &st) == 0) {
                 unlink(tmp); /* same content cached already */
-                utimensat(AT_FDCWD, path, NULL, 0);
+                utimensat(AT_FDCWD, path, NULL, AT_SYMLINK_NOFOLLOW);
         } else if (rename(tmp, path) != 0) {
                 rc = errno;
                 pthread_mutex_unlock(&c->lock);
@@ -225,8 +232,7 @@ int cache_insert(struct cache *c, const char *key, const char *tmp, char *path, 
                 unlink(tmp);
                 return FERRY_EIO;
         }
-        chmod(path, 0400);
-        fd = open(reftmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        fd = open(reftmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0 || write(fd, sha, 64) != 64 || close(fd) != 0 || rename(reftmp, ref) != 0) {
                 if (fd >= 0)
                         close(fd);

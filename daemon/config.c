@@ -186,10 +186,15 @@ static int config_set(struct config *cfg, const char *key, const char *v)
         } else if (!strcmp(key, "hello_timeout_ms")) {
                 return parse_int(v, 100, 3600000, &cfg->hello_timeout_ms);
         } else if (!strcmp(key, "allow_group")) {
+                /* A group name, or a number (a gid with no name here, as LDAP often has). */
                 gr = getgrnam(v);
-                if (gr == NULL)
-                        return -1;
-                cfg->allow_gid = gr->gr_gid;
+                if (gr != NULL) {
+                        cfg->allow_gid = gr->gr_gid;
+                } else {
+                        if (parse_int(v, 0, (int64_t)UINT32_MAX - 1, &n))
+                                return -1;
+                        cfg->allow_gid = (gid_t)n;
+                }
                 cfg->have_allow_gid = true;
         } else if (!strcmp(key, "comet_api_key") || !strcmp(key, "api_key")) {
                 copy_str(cfg->comet_api_key, sizeof(cfg->comet_api_key), v);
@@ -335,6 +340,7 @@ static int config_read_env(struct config *cfg, char *err, size_t errlen)
             {"FERRY_MAX_ATTEMPTS", "max_attempts"},
             {"FERRY_ALLOW_GROUP", "allow_group"},
             {"FERRY_MAX_CLIENTS", "max_clients"},
+            {"FERRY_MAX_CLIENTS_PER_UID", "max_clients_per_uid"},
             {"FERRY_HELLO_TIMEOUT_MS", "hello_timeout_ms"},
             {"FERRY_VERIFY_TLS", "verify_tls"},
             {"FERRY_CA_FILE", "ca_file"},

@@ -383,14 +383,11 @@ static void client_handle_frame(struct client *c, const char *json, size_t len, 
         int rc;
 
         if ((rc = proto_request_parse(json, len, &req, &id, &op, err, sizeof(err))) != 0) {
+                cJSON *rep = proto_reply_error(id, rc, "%s", err);
+
+                /* The frame's bounds hold, so the stream does: its descriptors go unused. */
                 close_fds(fds, n);
                 free(fds);
-                if (n > 0) {
-                        /* Descriptors with an unreadable frame: the stream cannot be trusted. */
-                        client_refuse(c, id, rc, err);
-                        return;
-                }
-                cJSON *rep = proto_reply_error(id, rc, "%s", err);
 
                 if (rep != NULL)
                         client_send(c, rep);
@@ -572,6 +569,14 @@ static void client_update_poll(struct client *c)
                 uv_poll_stop(&c->poll);
         else
                 uv_poll_start(&c->poll, want, client_poll_cb);
+}
+
+void client_read_now(struct client *c)
+{
+        client_ref(c);
+        if (!c->closing)
+                client_read(c);
+        client_unref(c);
 }
 
 struct client *client_new(struct server *srv, int fd, uid_t uid, gid_t gid)

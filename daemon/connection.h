@@ -3,7 +3,10 @@
  * descriptors that travel with them (SCM_RIGHTS), hello, backpressure, and
  * the one path by which a connection ends.
  *
- * A malformed frame closes that client, never the daemon. Every complete
+ * A frame with a bad header, or descriptors that match no frame or not its
+ * "fds", closes that client (the stream cannot be trusted); a frame whose
+ * bounds hold but whose JSON does not gets an error reply and the
+ * connection goes on. Never the daemon. Every complete
  * request after hello goes to ops_dispatch() with the descriptors its frame
  * carried. Replies are queued and written when the socket is writable; past
  * 1 MiB of unread replies the client's requests are not read until they
@@ -26,6 +29,8 @@ struct request;
 struct client *client_new(struct server *srv, int fd, uid_t uid, gid_t gid);
 /* Refuse at once: one error reply, then the connection ends. */
 void client_refuse(struct client *c, uint64_t id, int code, const char *msg);
+/* Read and handle what the client already sent, without waiting for the loop. */
+void client_read_now(struct client *c);
 /* Send `msg` (not consumed) unless the client is gone. */
 void client_send(struct client *c, const cJSON *msg);
 /* The same with `n` descriptors, taken over (closed once sent, or when the client is gone). */

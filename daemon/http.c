@@ -463,7 +463,8 @@ static size_t http_write_file(struct http_request *req, const char *ptr, size_t 
         ssize_t w;
 
         if (req->out_fd < 0) {
-                req->out_fd = open(req->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+                req->out_fd = open(req->out_path,
+                                   O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
                 if (req->out_fd < 0) {
                         req->out_errno = errno;
                         return 0;
@@ -997,7 +998,8 @@ static void http_request_close_output(struct http_request *req, int success)
         if (req->out_path == NULL)
                 return;
         if (req->out_fd < 0 && success) {
-                req->out_fd = open(req->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+                req->out_fd = open(req->out_path,
+                                   O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
                 if (req->out_fd < 0)
                         req->out_errno = errno;
         }

@@ -32,15 +32,17 @@
 #include "util.h"
 
 /* A resolved version a client is downloading (its connection's download session). */
+#define GET_REPLY_BUDGET (768 * 1024) /* bytes of a get reply's version, assets included */
+
 struct download {
         char token[33];
-        cJSON *version;   /* as the backend or the queue returned it, private fields included */
-        cJSON **files;    /* its non-remote assets, in order (pointers into version) */
+        cJSON *version; /* as the backend or the queue returned it, private fields included */
+        cJSON **files;  /* its assets, in order (pointers into version) */
         int nfiles;
-        int64_t pinned;   /* the queued job whose snapshots are pinned, or 0 */
+        int64_t pinned; /* the queued job whose snapshots are pinned, or 0 */
         struct spool *spool;
-        int busy;         /* a download.files is fetching */
-        bool closed;      /* forgotten while busy: freed when its fetches return */
+        int busy;    /* a download.files is fetching */
+        bool closed; /* forgotten while busy: freed when its fetches return */
         struct download *next;
 };
 
@@ -50,6 +52,7 @@ struct lookup {
         char name[PROTO_NAME_MAX + 1];
         char version[PROTO_NAME_MAX + 1]; /* "" when none was given */
         int64_t pinned;                   /* a queued job pinned by the look-up, or 0 */
+        int64_t assets_from;              /* get: the first asset of the reply's page */
 };
 
 /* Remove the private "_..." fields meant for fetch() before a version leaves the daemon. */
@@ -72,8 +75,8 @@ static void strip_private(cJSON *version)
 /* Parse name/workspace/version_or_alias from the request. 0 or -1 (request ended). */
 static int lookup_parse(struct lookup *lk)
 {
-        static const char *const allowed[] = {"id", "op", "name", "workspace", "version_or_alias",
-                                              NULL};
+        static const char *const allowed[] = {
+            "id", "op", "name", "workspace", "version_or_alias", "assets_from", NULL};
         struct request *req = lk->req;
         const char *spec, *ws, *vo;
         char err[PROTO_ERRMSG_MAX];
@@ -83,10 +86,17 @@ static int lookup_parse(struct lookup *lk)
             (rc = proto_get_string(req->msg, "name", true, &spec, err, sizeof(err))) ||
             (rc = proto_get_string(req->msg, "workspace", false, &ws, err, sizeof(err))) ||
             (rc = proto_get_string(req->msg, "version_or_alias", false, &vo, err, sizeof(err))) ||
+            (rc = proto_get_int(req->msg, "assets_from", false, 0, &lk->assets_from, err,
+                                sizeof(err))) ||
             (rc = proto_spec_parse(spec, lk->workspace, sizeof(lk->workspace), lk->name,
                                    sizeof(lk->name), lk->version, sizeof(lk->version), err,
                                    sizeof(err))))
                 goto fail;
+        if (lk->assets_from < 0 || lk->assets_from > INT_MAX) {
+                rc = FERRY_EINVAL;
+                snprintf(err, sizeof(err), "assets_from must be 0 or more");
+                goto fail;
+        }
         if (ws != NULL && lk->workspace[0] == '\0') {
                 if ((rc = proto_validate_name(ws, "workspace", err, sizeof(err))))
                         goto fail;
@@ -130,9 +140,8 @@ static cJSON *lookup_pending(struct lookup *lk)
         cJSON_AddStringToObject(v, "name", job->name);
         cJSON_AddStringToObject(v, "type", job->type);
         if (job->assigned_version || job->version)
-                cJSON_AddStringToObject(v, "version",
-                                        job->assigned_version ? job->assigned_version
-                                                              : job->version);
+                cJSON_AddStringToObject(
+                    v, "version", job->assigned_version ? job->assigned_version : job->version);
         else
                 cJSON_AddNullToObject(v, "version");
         cJSON_AddItemToObject(v, "aliases", cJSON_Parse(job->aliases));
@@ -206,6 +215,52 @@ static struct lookup *lookup_new(struct request *req)
 
 /* ---- get ---- */
 
+/*
+ * A reply is one frame: a version with many assets (or much metadata) is
+ * answered a page at a time. Keep the assets from `from` that fit in
+ * GET_REPLY_BUDGET bytes together with the version's other fields (at least
+ * one), and say where the page starts and how many there are in all.
+ */
+static int get_page_assets(cJSON *version, int64_t from)
+{
+        cJSON *assets = cJSON_DetachItemFromObjectCaseSensitive(version, "assets"), *page, *a;
+        int total = cJSON_GetArraySize(assets), i = 0;
+        size_t bytes;
+        char *text;
+
+        if ((page = cJSON_CreateArray()) == NULL ||
+            (text = cJSON_PrintUnformatted(version)) == NULL) {
+                cJSON_Delete(assets);
+                cJSON_Delete(page);
+                return FERRY_ENOMEM;
+        }
+        bytes = strlen(text);
+        cJSON_free(text);
+        while ((a = assets ? assets->child : NULL) != NULL) {
+                cJSON_DetachItemViaPointer(assets, a);
+                if (i++ < from) {
+                        cJSON_Delete(a);
+                        continue;
+                }
+                if ((text = cJSON_PrintUnformatted(a)) == NULL) {
+                        cJSON_Delete(a);
+                        break;
+                }
+                bytes += strlen(text) + 1;
+                cJSON_free(text);
+                if (page->child != NULL && bytes > GET_REPLY_BUDGET) {
+                        cJSON_Delete(a);
+                        break;
+                }
+                cJSON_AddItemToArray(page, a);
+        }
+        cJSON_Delete(assets);
+        cJSON_AddItemToObject(version, "assets", page);
+        cJSON_AddNumberToObject(version, "assets_from", (double)from);
+        cJSON_AddNumberToObject(version, "assets_total", total);
+        return 0;
+}
+
 static void get_resolved_cb(void *data, int code, const char *message, cJSON *version)
 {
         struct lookup *lk = data;
@@ -220,6 +275,10 @@ static void get_resolved_cb(void *data, int code, const char *message, cJSON *ve
         }
         strip_private(version);
         rep = request_ok(req);
+        if (rep != NULL && get_page_assets(version, lk->assets_from) != 0) {
+                cJSON_Delete(rep);
+                rep = NULL;
+        }
         if (rep != NULL) {
                 cJSON *f;
 
@@ -231,7 +290,10 @@ static void get_resolved_cb(void *data, int code, const char *message, cJSON *ve
         }
         cJSON_Delete(version);
         lookup_free(lk);
-        request_reply(req, rep);
+        if (rep == NULL)
+                request_fail(req, FERRY_ENOMEM, "out of memory");
+        else
+                request_reply(req, rep);
 }
 
 void op_get(struct request *req)
@@ -311,8 +373,9 @@ static void download_opened_cb(void *data, int code, const char *message, cJSON 
         struct download_session **sp =
             (struct download_session **)client_session(req->client, SESSION_DOWNLOAD);
         struct download *dl = NULL;
-        cJSON *rep = NULL, *pub = NULL, *files, *skipped, *a;
+        cJSON *rep = NULL, *pub = NULL, *a;
         int n = 0;
+        int64_t bytes = 0;
 
         if (code != 0) {
                 cJSON_Delete(version);
@@ -327,6 +390,7 @@ static void download_opened_cb(void *data, int code, const char *message, cJSON 
                     cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "logical_path"));
                 char why[256], shown[200];
 
+                n++;
                 if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")))
                         continue;
                 if (lp == NULL || proto_validate_logical_path(lp, why, sizeof(why)) != 0) {
@@ -340,7 +404,7 @@ static void download_opened_cb(void *data, int code, const char *message, cJSON 
                         lookup_free(lk);
                         return;
                 }
-                n++;
+                bytes += (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(a, "size"));
         }
         if (*sp == NULL)
                 *sp = calloc(1, sizeof(**sp));
@@ -361,27 +425,15 @@ static void download_opened_cb(void *data, int code, const char *message, cJSON 
         dl->spool = req->d->spool;
         dl->pinned = lk->pinned; /* the download holds the pin now */
         lk->pinned = 0;
-        strip_private(pub);
+        /* The reply is one frame whatever the version holds: download.files lists the assets. */
+        cJSON_DeleteItemFromObjectCaseSensitive(pub, "assets");
+        cJSON_AddNumberToObject(pub, "assets_total", n);
         cJSON_AddStringToObject(rep, "token", dl->token);
         cJSON_AddItemToObject(rep, "version", pub);
-        files = cJSON_AddArrayToObject(rep, "files");
-        skipped = cJSON_AddArrayToObject(rep, "skipped");
+        cJSON_AddNumberToObject(rep, "count", n);
+        cJSON_AddNumberToObject(rep, "bytes", (double)bytes);
         cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(version, "assets"))
-        {
-                cJSON *f = cJSON_CreateObject();
-
-                cJSON_AddStringToObject(
-                    f, "logical_path",
-                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "logical_path")));
-                cJSON_AddNumberToObject(
-                    f, "size", cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(a, "size")));
-                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote"))) {
-                        cJSON_AddItemToArray(skipped, f);
-                        continue;
-                }
-                cJSON_AddItemToArray(files, f);
-                dl->files[dl->nfiles++] = a;
-        }
+            dl->files[dl->nfiles++] = a;
         dl->next = (*sp)->downloads;
         (*sp)->downloads = dl;
         lookup_free(lk);
@@ -426,8 +478,8 @@ static void files_finish(struct files_req *fr)
 
         dl->busy--;
         for (i = 0; fr->rc == 0 && i < fr->count; i++) {
-                if (fr->fds[i] >= 0)
-                        continue;
+                if (fr->fds[i] >= 0 || fr->paths[i] == NULL)
+                        continue; /* opened, or a remote asset */
                 fr->fds[i] = open_kept(fr->paths[i]);
                 if (fr->fds[i] < 0) {
                         snprintf(fr->err, sizeof(fr->err), "cannot open %s: %s",
@@ -444,6 +496,8 @@ static void files_finish(struct files_req *fr)
                         const cJSON *a = dl->files[fr->from + i];
                         const char *sha =
                             cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "_sha256"));
+                        const char *link =
+                            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "link"));
                         cJSON *f = cJSON_CreateObject();
 
                         cJSON_AddNumberToObject(f, "index", fr->from + i);
@@ -451,11 +505,20 @@ static void files_finish(struct files_req *fr)
                             f, "logical_path",
                             cJSON_GetStringValue(
                                 cJSON_GetObjectItemCaseSensitive(a, "logical_path")));
-                        cJSON_AddNumberToObject(f, "fd", i);
-                        if (sha != NULL)
-                                cJSON_AddStringToObject(f, "sha256", sha);
+                        cJSON_AddNumberToObject(
+                            f, "size",
+                            cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(a, "size")));
+                        if (fr->fds[i] < 0) { /* a remote asset: listed, nothing to read */
+                                cJSON_AddTrueToObject(f, "remote");
+                                if (link != NULL)
+                                        cJSON_AddStringToObject(f, "link", link);
+                        } else {
+                                fr->fds[n] = fr->fds[i]; /* packed: the k-th sent is "fd": k */
+                                cJSON_AddNumberToObject(f, "fd", n++);
+                                if (sha != NULL)
+                                        cJSON_AddStringToObject(f, "sha256", sha);
+                        }
                         cJSON_AddItemToArray(files, f);
-                        n++;
                 }
                 cJSON_AddNumberToObject(rep, "fds", n);
                 client_send_fds(req->client, rep, fr->fds, n);
@@ -537,7 +600,7 @@ void op_download_files(struct request *req)
         }
         if (from < 0 || count < 1 || count > PROTO_MAX_FDS || from + count > dl->nfiles) {
                 request_fail(req, FERRY_EINVAL,
-                             "ask for 1 to %d of the version's %d files, within its list",
+                             "ask for 1 to %d of the version's %d assets, within its list",
                              PROTO_MAX_FDS, dl->nfiles);
                 return;
         }
@@ -566,6 +629,8 @@ void op_download_files(struct request *req)
                 struct fetch_slot *slot;
 
                 fr->fds[i] = -1;
+                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")))
+                        continue;    /* listed in the reply, nothing to open */
                 if (spool != NULL) { /* still on its way: its pinned snapshot */
                         fr->fds[i] = spool_open_file(req->d->spool, spool);
                         if (fr->fds[i] < 0 && fr->rc == 0) {

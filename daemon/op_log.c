@@ -44,16 +44,16 @@ struct path_index {
 
 /* A version being logged. */
 struct log_version {
-        struct job *job;       /* assets grow as batches arrive */
-        size_t cap;            /* of job->assets */
-        int *src;              /* per asset: the client's descriptor until snapshotted, or -1 */
-        struct path_index pi;  /* logical path -> asset */
-        int64_t reserved;      /* spool bytes reserved for its snapshots */
-        bool busy;             /* a batch is being snapshotted */
-        bool dropped;          /* its connection ended during a batch: free it after */
-        bool failed;           /* a batch failed: it can only be aborted */
+        struct job *job;      /* assets grow as batches arrive */
+        size_t cap;           /* of job->assets */
+        int *src;             /* per asset: the client's descriptor until snapshotted, or -1 */
+        struct path_index pi; /* logical path -> asset */
+        int64_t reserved;     /* spool bytes reserved for its snapshots */
+        bool busy;            /* a batch is being snapshotted */
+        bool dropped;         /* its connection ended during a batch: free it after */
+        bool failed;          /* a batch failed: it can only be aborted */
         struct daemon *d;
-        struct client *client; /* the connection of a multi-frame version (held), or NULL */
+        struct client *client;    /* the connection of a multi-frame version (held), or NULL */
         struct log_version *next; /* the connection's open versions */
 };
 
@@ -174,8 +174,7 @@ static char *dup_json(const cJSON *v, const char *fallback)
  * A new version from the request's version fields (every field of
  * artifact.log but assets). 0 or a code with err.
  */
-static int log_version_new(struct request *req, struct log_version **out, char *err,
-                           size_t errlen)
+static int log_version_new(struct request *req, struct log_version **out, char *err, size_t errlen)
 {
         struct daemon *d = req->d;
         const char *name, *type, *version, *exp, *ws, *proj;
@@ -289,8 +288,8 @@ static int log_version_reserve(struct log_version *v, size_t more)
 static int log_parse_asset(const cJSON *obj, struct job_asset *a, int *src, int *fds, int nfds,
                            char *err, size_t errlen)
 {
-        static const char *const keys[] = {"logical_path", "fd", "remote", "overwrite", "metadata",
-                                           NULL};
+        static const char *const keys[] = {"logical_path", "fd",       "remote",
+                                           "overwrite",    "metadata", NULL};
         const char *lp, *remote;
         const cJSON *meta, *fdv;
         bool overwrite;
@@ -411,7 +410,8 @@ static int log_add_assets(struct log_version *v, struct request *req, size_t *fi
                         rc = FERRY_EEXIST;
                         break;
                 }
-                /* The later asset takes the earlier one's place (the index keeps pointing there). */
+                /* The later asset takes the earlier one's place (the index keeps pointing there).
+                 */
                 j = *found - 1;
                 if (job->assets[j].spool != NULL) {
                         spool_remove_now(v->d->spool, job->assets[j].spool);
@@ -741,8 +741,7 @@ static void log_run_batch(struct request *req, struct log_version *v, size_t fro
         rc = uv_queue_work(d->loop, &b->work, log_batch_work_cb, log_batch_after_cb);
         if (rc != 0) {
                 b->rc = FERRY_EINTERNAL;
-                snprintf(b->err, sizeof(b->err), "cannot queue the snapshot: %s",
-                         uv_strerror(rc));
+                snprintf(b->err, sizeof(b->err), "cannot queue the snapshot: %s", uv_strerror(rc));
                 log_batch_after_cb(&b->work, 0);
         }
 }
@@ -877,6 +876,8 @@ void op_log_add(struct request *req)
                 return;
         }
         if ((rc = log_add_assets(v, req, &first, err, sizeof(err))) != 0) {
+                /* Part of the frame may be in the version already: only an abort can follow. */
+                v->failed = true;
                 request_fail(req, rc, "%s", err);
                 return;
         }

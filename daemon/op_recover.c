@@ -38,7 +38,10 @@ struct recover_work {
         struct daemon *d;
         struct job **jobs; /* the versions to queue */
         size_t njobs;
-        int64_t files, orphans, partial, skipped;
+        int64_t files, orphans, partial;
+        int64_t skipped; /* versions that could not be rebuilt */
+        int64_t queued;  /* set by the commit: versions queued */
+        int64_t pending; /* set by the commit: versions already waiting in the queue */
         int rc;
         char err[PROTO_ERRMSG_MAX];
 };
@@ -162,12 +165,13 @@ static int recover_commit_run(struct store *st, struct writer_op *op)
         int64_t id;
         int rc;
 
+        rw->queued = rw->pending = 0; /* a group commit may run this again */
         for (i = 0; i < rw->njobs; i++) {
                 struct job *job = rw->jobs[i];
 
                 if (job->version != NULL &&
                     store_version_pending(st, job->workspace, job->name, job->version)) {
-                        rw->skipped++;
+                        rw->pending++;
                         continue;
                 }
                 if ((rc = store_experiment_insert(st, job->experiment, job->workspace, job->project,
@@ -176,6 +180,7 @@ static int recover_commit_run(struct store *st, struct writer_op *op)
                         return rc;
                 log_info("job %lld: recovered %s from quarantine (%zu files)", (long long)id,
                          job->name, job->nassets);
+                rw->queued++;
         }
         return 0;
 }
@@ -194,11 +199,11 @@ static void recover_commit_done(struct writer_op *op, int rc)
         } else {
                 rep = request_ok(req);
                 if (rep != NULL) {
-                        cJSON_AddNumberToObject(rep, "versions",
-                                                (double)(rw->njobs - (size_t)rw->skipped));
+                        cJSON_AddNumberToObject(rep, "versions", (double)rw->queued);
                         cJSON_AddNumberToObject(rep, "files", (double)rw->files);
                         cJSON_AddNumberToObject(rep, "partial", (double)rw->partial);
-                        cJSON_AddNumberToObject(rep, "skipped", (double)rw->skipped);
+                        cJSON_AddNumberToObject(rep, "skipped",
+                                                (double)(rw->skipped + rw->pending));
                         cJSON_AddNumberToObject(rep, "orphans", (double)rw->orphans);
                 }
                 request_reply(req, rep);

@@ -21,8 +21,8 @@ struct request {
         int *fds;   /* descriptors that came with it (SCM_RIGHTS); a handler that keeps one
                        sets its slot to -1; the rest are closed when the request ends */
         int nfds;
-        /* Set by a handler that waits (wait, download): the client left; end the request
-         * without a reply. */
+        /* Set by a handler that waits (wait): the client left; end the request without a
+         * reply. */
         void (*cancel)(struct request *req);
         void *cancel_data;
         struct request *prev, *next; /* the client's pending requests */

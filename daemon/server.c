@@ -22,7 +22,7 @@
 #include "proto.h"
 #include "util.h"
 
-#define SERVER_FD_RESERVE 32      /* descriptors kept free for snapshots, SQLite, curl */
+#define SERVER_FD_RESERVE 32 /* descriptors kept free for snapshots, SQLite, curl */
 #define SERVER_ACCEPTS_PER_WAKE 64
 #define SERVER_PAUSE_MS 100       /* after running out of descriptors */
 #define SERVER_SWEEP_MS 1000      /* housekeeping period */
@@ -39,7 +39,7 @@ struct server {
         int handles;      /* open uv handles */
         bool activated;   /* the socket came from systemd (LISTEN_FDS): not ours to unlink */
         bool stopping;
-        int reserve_fd;   /* /dev/null, given up to accept and refuse when out of descriptors */
+        int reserve_fd; /* /dev/null, given up to accept and refuse when out of descriptors */
         struct client *clients;
         int nclients;
         int max_clients; /* within the descriptor limit */
@@ -98,14 +98,30 @@ void server_account_queued(struct server *srv, int64_t delta)
         srv->queued = (size_t)((int64_t)srv->queued + delta);
 }
 
-/* Is uid allowed in? Its own user and root; members of allow_group too. */
-static bool server_peer_allowed(struct server *srv, uid_t uid, gid_t gid)
+/*
+ * Is the peer allowed in? Its own user and root; members of allow_group too,
+ * as their primary group or a supplementary one (SO_PEERGROUPS: the groups the
+ * peer had when it connected).
+ */
+static bool server_peer_allowed(struct server *srv, int fd, uid_t uid, gid_t gid)
 {
         const struct config *cfg = &srv->d->cfg;
+        gid_t groups[256];
+        socklen_t len = sizeof(groups);
+        size_t i;
 
         if (uid == getuid() || uid == 0)
                 return true;
-        return cfg->have_allow_gid && gid == cfg->allow_gid;
+        if (!cfg->have_allow_gid)
+                return false;
+        if (gid == cfg->allow_gid)
+                return true;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0)
+                return false; /* more than 256 groups, or an old kernel: the primary one only */
+        for (i = 0; i < len / sizeof(gid_t); i++)
+                if (groups[i] == cfg->allow_gid)
+                        return true;
+        return false;
 }
 
 static int server_count_uid(struct server *srv, uid_t uid)
@@ -124,7 +140,7 @@ static int server_count_uid(struct server *srv, uid_t uid)
  * (nothing pending, nothing queued), then by rank — never said hello, then
  * another user's, then the daemon's own — then the longest idle.
  */
-static bool server_evict(struct server *srv)
+static bool server_evict(struct server *srv, const struct client *keep)
 {
         struct client *c, *best = NULL;
         int best_rank = 0;
@@ -132,12 +148,16 @@ static bool server_evict(struct server *srv)
         for (c = srv->clients; c != NULL; c = client_next(c)) {
                 int rank;
 
-                if (client_closed(c) || !client_idle(c))
+                if (c == keep || client_closed(c) || !client_idle(c))
                         continue;
                 rank = !client_said_hello(c) ? 3 : client_uid(c) != getuid() ? 2 : 1;
+                /* The longest idle goes first; of those accepted in the same millisecond, the
+                 * first accepted (the list runs newest first). */
                 if (best == NULL || rank > best_rank ||
                     (rank == best_rank &&
-                     client_last_active_ms(c) < client_last_active_ms(best))) {
+                     (client_last_active_ms(c) < client_last_active_ms(best) ||
+                      (client_last_active_ms(c) == client_last_active_ms(best) &&
+                       client_serial(c) < client_serial(best))))) {
                         best = c;
                         best_rank = rank;
                 }
@@ -165,7 +185,7 @@ static void server_out_of_fds(struct server *srv)
 {
         int fd;
 
-        if (server_evict(srv))
+        if (server_evict(srv, NULL))
                 return; /* the next accept finds room */
         if (srv->reserve_fd >= 0) {
                 close(srv->reserve_fd);
@@ -207,10 +227,13 @@ static void server_accept_one(struct server *srv, int fd)
         c = client_new(srv, fd, cred.uid, cred.gid);
         if (c == NULL)
                 return;
-        if (!server_peer_allowed(srv, cred.uid, cred.gid)) {
+        if (!server_peer_allowed(srv, fd, cred.uid, cred.gid)) {
                 server_note(srv, REFUSE_UID, cred.uid);
                 client_refuse(c, 0, FERRY_EPERM,
-                              "permission denied: this ferryd serves its own user only");
+                              srv->d->cfg.have_allow_gid
+                                  ? "permission denied: this ferryd serves its own user and the "
+                                    "members of its allow_group only"
+                                  : "permission denied: this ferryd serves its own user only");
                 return;
         }
         own = cred.uid == getuid() || cred.uid == 0;
@@ -221,10 +244,14 @@ static void server_accept_one(struct server *srv, int fd)
                 return;
         }
         /* Room for it: the new connection counts already; an idle one may make way. */
-        if (srv->nclients > srv->max_clients && !server_evict(srv)) {
+        if (srv->nclients > srv->max_clients && !server_evict(srv, c)) {
                 server_note(srv, REFUSE_FULL, cred.uid);
                 client_refuse(c, 0, FERRY_EBUSY, "ferryd has too many clients; try again");
+                return;
         }
+        /* A client says hello as soon as it connects: read it now, so that a flood of
+         * connections accepted after this one cannot take it for an idle one. */
+        client_read_now(c);
 }
 
 static void server_accept_cb(uv_poll_t *h, int status, int events)
@@ -291,10 +318,10 @@ static int server_prepare_dir(struct server *srv, const char *sock, char *err, s
                          "%s must be a directory owned by uid %u, and is %s (uid %u): someone "
                          "else made it; remove it or set FERRY_SOCKET elsewhere",
                          dir, (unsigned)getuid(),
-                         lstat(dir, &st) != 0      ? "missing"
-                         : S_ISLNK(st.st_mode)     ? "a symbolic link"
-                         : !S_ISDIR(st.st_mode)    ? "not a directory"
-                                                   : "a directory",
+                         lstat(dir, &st) != 0   ? "missing"
+                         : S_ISLNK(st.st_mode)  ? "a symbolic link"
+                         : !S_ISDIR(st.st_mode) ? "not a directory"
+                                                : "a directory",
                          (unsigned)st.st_uid);
                 return -1;
         }

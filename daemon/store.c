@@ -253,9 +253,18 @@ int store_open(struct store **out, const char *path, bool check, bool *damaged, 
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0) {
                 snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-                return FERRY_EIO;
+                return errno == ELOOP ? FERRY_EPERM : FERRY_EIO;
         }
-        close(fd);
+        {
+                struct stat sb;
+                int rc = fstat(fd, &sb) != 0
+                             ? FERRY_EIO
+                             : util_check_private_stat(&sb, path, false, err, errlen);
+
+                close(fd);
+                if (rc != 0)
+                        return rc;
+        }
         if (check) {
                 bool bad = false;
 

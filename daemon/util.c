@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <stdio.h>
@@ -82,6 +83,50 @@ int util_mkdir_p(const char *path, unsigned mode)
         return 0;
 }
 
+const char *util_user_name(uid_t uid, char *buf, size_t len)
+{
+        struct passwd pw, *res = NULL;
+        char tmp[1024];
+
+        if (getpwuid_r(uid, &pw, tmp, sizeof(tmp), &res) == 0 && res != NULL)
+                snprintf(buf, len, "%s (uid %u)", res->pw_name, (unsigned)uid);
+        else
+                snprintf(buf, len, "uid %u", (unsigned)uid);
+        return buf;
+}
+
+int util_check_private_stat(const struct stat *st, const char *path, bool dir, char *err,
+                            size_t errlen)
+{
+        char who[160], me[160];
+
+        if (dir ? !S_ISDIR(st->st_mode) : !S_ISREG(st->st_mode)) {
+                snprintf(err, errlen,
+                         "%s is not a %s%s; ferryd keeps its state only in files and "
+                         "directories of its own",
+                         path, dir ? "directory" : "regular file",
+                         S_ISLNK(st->st_mode) ? " (a symbolic link)" : "");
+                return FERRY_EPERM;
+        }
+        if (st->st_uid != geteuid()) {
+                snprintf(err, errlen,
+                         "%s belongs to %s, not to %s, whom ferryd runs as; ferryd runs only on "
+                         "state it owns (move it away or give ferryd its own directory)",
+                         path, util_user_name(st->st_uid, who, sizeof(who)),
+                         util_user_name(geteuid(), me, sizeof(me)));
+                return FERRY_EPERM;
+        }
+        if ((st->st_mode & 022) != 0) {
+                snprintf(err, errlen,
+                         "%s is writable by %s (mode %04o); ferryd runs only on state others "
+                         "cannot change (chmod %s %s)",
+                         path, (st->st_mode & 002) ? "others" : "its group",
+                         (unsigned)(st->st_mode & 07777), dir ? "700" : "600", path);
+                return FERRY_EPERM;
+        }
+        return 0;
+}
+
 int util_check_private_dir(const char *path, char *err, size_t errlen)
 {
         struct stat st;
@@ -90,29 +135,7 @@ int util_check_private_dir(const char *path, char *err, size_t errlen)
                 snprintf(err, errlen, "cannot use %s: %s", path, strerror(errno));
                 return errno == ENOENT ? FERRY_ENOTFOUND : FERRY_EIO;
         }
-        if (!S_ISDIR(st.st_mode)) {
-                snprintf(err, errlen,
-                         "%s is not a directory%s; ferryd keeps its state only in "
-                         "directories of its own",
-                         path, S_ISLNK(st.st_mode) ? " (a symbolic link)" : "");
-                return FERRY_EPERM;
-        }
-        if (st.st_uid != geteuid()) {
-                snprintf(err, errlen,
-                         "%s belongs to uid %u, not to ferryd's uid %u; ferryd runs only on "
-                         "state it owns (move it away or give ferryd its own directory)",
-                         path, (unsigned)st.st_uid, (unsigned)geteuid());
-                return FERRY_EPERM;
-        }
-        if ((st.st_mode & 022) != 0) {
-                snprintf(err, errlen,
-                         "%s is writable by %s (mode %04o); ferryd runs only on state others "
-                         "cannot change (chmod 700 %s)",
-                         path, (st.st_mode & 002) ? "others" : "its group",
-                         (unsigned)(st.st_mode & 07777), path);
-                return FERRY_EPERM;
-        }
-        return 0;
+        return util_check_private_stat(&st, path, true, err, errlen);
 }
 
 int util_fsync_dir(const char *path)

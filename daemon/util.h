@@ -2,8 +2,11 @@
 #ifndef FERRY_UTIL_H
 #define FERRY_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 
 /* Wall-clock milliseconds since the Unix epoch. */
 int64_t util_now_ms(void);
@@ -22,6 +25,11 @@ int util_mkdir_p(const char *path, unsigned mode);
  * this uid, not writable by group or others. 0, or FERRY_EPERM with a
  * sentence naming the directory, its owner and mode.
  */
+/* "name (uid N)", or "uid N" for a uid with no name. */
+const char *util_user_name(uid_t uid, char *buf, size_t len);
+/* The file (or directory) `st` describes is ferryd's own and writable by no one else. */
+int util_check_private_stat(const struct stat *st, const char *path, bool dir, char *err,
+                            size_t errlen);
 int util_check_private_dir(const char *path, char *err, size_t errlen);
 /* fsync the directory at `path`. 0 or a negative errno. */
 int util_fsync_dir(const char *path);

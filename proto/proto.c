@@ -134,7 +134,7 @@ size_t proto_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
         return o;
 }
 
-/* Does the JSON text hold a \u0000 escape inside a string (a NUL that C strings would cut)? */
+/* Does the JSON text hold a NUL, raw or as a \u0000 escape in a string (C strings would cut it)? */
 static bool json_has_nul_escape(const char *json, size_t len)
 {
         bool in_string = false;
@@ -143,6 +143,8 @@ static bool json_has_nul_escape(const char *json, size_t len)
         for (i = 0; i < len; i++) {
                 char c = json[i];
 
+                if (c == '\0')
+                        return true; /* a raw NUL: invalid JSON, and cJSON ends the string there */
                 if (!in_string) {
                         if (c == '"')
                                 in_string = true;
@@ -403,7 +405,8 @@ int proto_request_parse(const char *json, size_t len, cJSON **out, uint64_t *id,
         }
         if (json_has_nul_escape(json, len)) {
                 get_id(req, id);
-                set_err(err, errlen, "strings may not contain NUL characters (\\u0000)");
+                set_err(err, errlen,
+                        "strings may not contain NUL characters (\\u0000 or a raw 0 byte)");
                 cJSON_Delete(req);
                 return FERRY_EINVAL;
         }
@@ -437,7 +440,7 @@ int proto_reply_parse(const char *json, size_t len, cJSON **out, uint64_t *id, c
 
         *out = NULL;
         *id = 0;
-        rep = parse_one(json, len);
+        rep = memchr(json, '\0', len) == NULL ? parse_one(json, len) : NULL;
         if (rep == NULL || !cJSON_IsObject(rep) || get_id(rep, id) != 0) {
                 set_err(err, errlen, "ferryd sent a malformed reply");
                 cJSON_Delete(rep);

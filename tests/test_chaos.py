@@ -155,8 +155,13 @@ class Chaos(CometTestCase):
                                           "client": n}
                 rep, sent = None, False
                 t0 = time.monotonic()
+                fields, fds = c.open_files(req)  # the files travel as descriptors
                 try:
-                    c.send_frame(json.dumps(req))
+                    try:
+                        c.send_frame(json.dumps(fields), fds)
+                    finally:
+                        for fd in fds:
+                            os.close(fd)
                     sent = True
                     rep = c.read_frame()  # None: ferryd closed the connection (killed)
                 except TimeoutError:

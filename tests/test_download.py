@@ -4,12 +4,14 @@ import hashlib
 import http.client
 import json
 import os
+import subprocess
 import threading
 import time
 import unittest
 import urllib.parse
 
 from comettest import API_KEY, CometTestCase, sha256_file
+import ferrytest
 from ferrytest import FerryTestCase
 
 
@@ -139,6 +141,62 @@ class LocalDownload(FerryTestCase):
             self.assertEqual(f.read(), data)
         c.request("pause", paused=False)
         c.close()
+
+
+class ManyAssets(FerryTestCase):
+    """A version whose asset list is larger than one frame (1 MiB): get and download page it."""
+
+    N = 6000
+    DEEP = "/".join(["a-rather-long-folder-name-%02d" % i for i in range(6)])  # ~170 bytes
+
+    def make(self):
+        root = os.path.join(self.tmp, "many")
+        files = {}
+        for i in range(self.N):
+            rel = "%s/f%05d.bin" % (self.DEEP, i)
+            path = os.path.join(root, rel)
+            if i == 0:
+                os.makedirs(os.path.dirname(path))
+            data = b"%08d" % i
+            with open(path, "wb") as f:
+                f.write(data)
+            files[rel] = data
+        return root, files
+
+    def check_version(self, d, name, files, state):
+        p = d.cli("get", name, "--json")
+        info = json.loads(p.stdout)
+        self.assertGreater(len(p.stdout), 1 << 20, "the test needs a version larger than a frame")
+        self.assertEqual(info["state"], state)
+        self.assertEqual(info["assets_total"], self.N)
+        self.assertEqual(sorted(a["logical_path"] for a in info["assets"]), sorted(files))
+        out = os.path.join(self.tmp, "out-" + state)
+        d.cli("download", name, out)
+        got = 0
+        for rel, data in files.items():
+            with open(os.path.join(out, rel), "rb") as f:
+                self.assertEqual(f.read(), data, rel)
+            got += 1
+        self.assertEqual(got, self.N)
+        code = ("import ferry, sys\n"
+                "a = ferry.Experiment().get_artifact(sys.argv[1])\n"
+                "print(len(a.assets))\n")
+        env = dict(d.env, FERRY_LIB=ferrytest.LIBFERRY,
+                   PYTHONPATH=os.path.join(ferrytest.SOURCE_DIR, "client", "python"))
+        r = subprocess.run([ferrytest.PYTHON, "-c", code, name], env=env, capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(int(r.stdout), self.N)
+
+    def test_queued_then_delivered(self):
+        d = self.daemon
+        root, files = self.make()
+        d.cli("pause")
+        d.cli("log", "many", root)
+        self.check_version(d, "many", files, "QUEUED")  # from the spool, pinned
+        d.cli("resume")
+        d.cli("wait", "--timeout", "120")
+        self.check_version(d, "many", files, "CLOSED")  # from the registry
 
 
 class CometDownload(CometTestCase):

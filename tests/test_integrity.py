@@ -436,13 +436,14 @@ class FullDisk(unittest.TestCase):
         d.start()
         d.cli("log", "r0", "--remote", "s3://bucket/first")
         # Fill the disk.
-        with open(os.path.join(self.mnt, "filler"), "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * (1 << 16))
-                    f.flush()
-            except OSError:
-                pass
+        fd = os.open(os.path.join(self.mnt, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for _ in range(1 << 12):  # 4 MiB of tmpfs: bounded, unbuffered
+                os.write(fd, b"\0" * (1 << 16))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
         p = d.cli("log", "r1", "--remote", "s3://bucket/" + "k" * 3000, check=False)
         self.assertEqual(p.returncode, 1, p.stdout)
         self.assertIn("full", p.stderr)

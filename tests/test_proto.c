@@ -406,6 +406,20 @@ static void test_request_parse(void)
         CHECK_INT(parse_req("{\"id\":9,\"op\":\"\"}", &id, op, sizeof(op), err, sizeof(err)),
                   FERRY_EPROTO);
         CHECK_INT(id, 9);
+
+        /* A raw NUL byte inside a string would cut it short in C: refused, never truncated. */
+        {
+                static const char raw[] = "{\"id\":7,\"op\":\"st\0atus\"}";
+                static const char rawrep[] = "{\"id\":7,\"ok\":true,\"x\":\"a\0b\"}";
+
+                out = NULL;
+                CHECK(proto_request_parse(raw, sizeof(raw) - 1, &out, &id, &o, err, sizeof(err)) !=
+                      0);
+                CHECK(out == NULL);
+                CHECK(proto_reply_parse(rawrep, sizeof(rawrep) - 1, &out, &id, err, sizeof(err)) !=
+                      0);
+                CHECK(out == NULL);
+        }
 }
 
 static void test_reply_parse(void)

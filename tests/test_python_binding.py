@@ -629,17 +629,23 @@ class NoDaemonTest(BindingTestCase):
             ferry.Experiment()
         self.assertIn("start it with", str(cm.exception))
 
-    def test_data_added_while_down_is_staged_at_log_time(self):
+    def test_data_added_while_down_is_held_by_the_binding(self):
         self.daemon.stop()
         a = ferry.Artifact("offline-add")
         stream = io.BytesIO(b"added while ferryd was down")
-        a.add(stream, logical_path="d.txt")  # no daemon: kept, read at log time
-        self.assertEqual(a.assets[0].size, None)
+        a.add(stream, logical_path="d.txt")  # copy_to_tmp: copied now, no daemon needed
+        stream.seek(0, io.SEEK_END)
+        stream.write(b", and after")  # too late: not part of the asset
+        late = io.BytesIO(b"late")
+        a.add(late, logical_path="late.txt", copy_to_tmp=False)  # read at log time
+        late.seek(0, io.SEEK_END)
+        late.write(b", and this counts")
         self.daemon = self.start_daemon()
         experiment = ferry.Experiment()
         experiment.log_artifact(a).wait(timeout=60)
         experiment.get_artifact("offline-add").download(os.path.join(self.tmp, "out"))
         self.assertEqual(self.read("out", "d.txt"), b"added while ferryd was down")
+        self.assertEqual(self.read("out", "late.txt"), b"late, and this counts")
 
     def test_missing_library(self):
         env = binding_env(self.daemon, FERRY_LIB=os.path.join(self.tmp, "no", "libferry.so"))

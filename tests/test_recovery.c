@@ -192,9 +192,13 @@ static void snap(struct spool *sp, const char *text, const char *m, char name[33
 {
         char err[512] = "";
         int64_t size;
+        int fd;
 
         CHECK_INT(write_file(tmp_path("snap-src"), text), 0);
-        CHECK_INT(spool_snapshot(sp, tmp_path("snap-src"), m, name, &size, err, sizeof(err)), 0);
+        fd = open(tmp_path("snap-src"), O_RDONLY | O_CLOEXEC);
+        CHECK(fd >= 0);
+        CHECK_INT(spool_snapshot_fd(sp, fd, "snap-src", m, name, &size, err, sizeof(err)), 0);
+        close(fd);
 }
 
 /* ---- tests ---------------------------------------------------------------- */
@@ -225,6 +229,7 @@ static void test_untrusted(void)
         snap(sp, "second", m2, names[1]);
         snap(sp, "third", m3, names[2]);
         snap(sp, "no manifest", NULL, names[3]);
+        CHECK_INT(mkdir(tmp_path("u/spool/staging"), 0700), 0); /* an older ferryd's folder */
         cJSON_free(m1);
         cJSON_free(m2);
         cJSON_free(m3);

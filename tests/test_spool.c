@@ -84,18 +84,6 @@ static ssize_t read_file(const char *path, char *buf, size_t cap)
         return (ssize_t)off;
 }
 
-static void set_age(const char *path, time_t seconds_ago)
-{
-        struct timespec ts[2];
-
-        ts[0].tv_sec = ts[1].tv_sec = time(NULL) - seconds_ago;
-        ts[0].tv_nsec = ts[1].tv_nsec = 0;
-        if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) {
-                fprintf(stderr, "utimensat %s: %s\n", path, strerror(errno));
-                check_failures++;
-        }
-}
-
 static int is_hex_name(const char *s)
 {
         size_t i;
@@ -163,6 +151,19 @@ static char **name_array(const char *a, const char *b)
 
 /* ---- tests: opening ------------------------------------------------------- */
 
+/* Snapshot the file at `path` through a descriptor, as ferryd does with one a client passed. */
+static int spool_snapshot(struct spool *sp, const char *path, const char *manifest, char name[33],
+                          int64_t *size, char *err, size_t errlen)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
+
+        if (fd < 0)
+                return FERRY_ENOTFOUND;
+        rc = spool_snapshot_fd(sp, fd, path, manifest, name, size, err, errlen);
+        close(fd);
+        return rc;
+}
+
 static void test_open_refusals(void)
 {
         struct spool *sp;
@@ -192,11 +193,6 @@ static void test_open_refusals(void)
         CHECK_INT(chmod(dir, 0700), 0);
         CHECK_INT(spool_open(&sp, &loop, dir, q, 0, 0, err, sizeof(err)), 0);
         spool_close(sp);
-        /* Its staging folder is checked as well. */
-        CHECK_INT(chmod(in_dir(dir, "staging"), 0777), 0);
-        err[0] = '\0';
-        CHECK(spool_open(&sp, &loop, dir, q, 0, 0, err, sizeof(err)) < 0);
-        CHECK(strstr(err, "staging") != NULL);
 
         /* Owned by another uid. */
         snprintf(dir, sizeof(dir), "%s", tmp_path("other-owner"));
@@ -339,15 +335,7 @@ static void test_snapshot_path(struct spool *sp)
         CHECK_INT(spool_snapshot(sp, tmpdir, NULL, name2, &size, err, sizeof(err)), FERRY_EINVAL);
         CHECK(strstr(err, "regular file") != NULL);
         CHECK_INT(count_entries(spooldir), before);
-        err[0] = '\0';
-        CHECK_INT(spool_snapshot(sp, tmp_path("missing.bin"), NULL, name2, &size, err, sizeof(err)),
-                  FERRY_ENOTFOUND);
-        CHECK(strstr(err, "missing.bin") != NULL);
-        CHECK_INT(
-            spool_snapshot(sp, tmp_path("missing/dir/x"), NULL, name2, &size, err, sizeof(err)),
-            FERRY_ENOTFOUND);
-        CHECK_INT(count_entries(spooldir), before);
-        /* Symlinks to regular files are followed (a path is the client's to name). */
+        /* Symlinks to regular files are followed (the client opened the path). */
         CHECK_INT(write_file(src, "12345", 5), 0);
         CHECK_INT(symlink(src, tmp_path("link.bin")), 0);
         CHECK_INT(spool_snapshot(sp, tmp_path("link.bin"), NULL, name2, &size, err, sizeof(err)),
@@ -694,117 +682,23 @@ static void test_budget(void)
         spool_close(NULL);
 }
 
-static void test_staging(struct spool *sp)
-{
-        char token[33] = "", name[33] = "", err[512] = "", buf[64];
-        char *path = NULL, *spath;
-        const char *upper = "0123456789ABCDEF0123456789ABCDEF";
-        int64_t size = -1;
-        struct stat sb;
-
-        CHECK_INT(spool_stage_new(sp, token, &path, err, sizeof(err)), 0);
-        CHECK(is_hex_name(token));
-        CHECK(path != NULL);
-        if (path == NULL)
-                return;
-        CHECK(strstr(path, "/staging/") != NULL && strstr(path, token) != NULL);
-        CHECK_INT(stat(path, &sb), 0);
-        CHECK_INT(sb.st_mode & 0777, 0600);
-        CHECK_INT(sb.st_size, 0);
-        CHECK_INT(spool_staged_size(sp, token, &size, err, sizeof(err)), 0);
-        CHECK_INT(size, 0);
-        CHECK_INT(write_file(path, "staged bytes", 12), 0);
-        CHECK_INT(spool_staged_size(sp, token, &size, err, sizeof(err)), 0);
-        CHECK_INT(size, 12);
-
-        size = -1;
-        CHECK_INT(spool_claim_staged(sp, token, MANIFEST, name, &size, err, sizeof(err)), 0);
-        CHECK_INT(size, 12);
-        CHECK(is_hex_name(name));
-        CHECK(strcmp(name, token) != 0);
-        CHECK(!exists(path)); /* moved, not copied */
-        spath = spool_path(sp, name);
-        CHECK_INT(read_file(spath, buf, sizeof(buf)), 12);
-        CHECK(memcmp(buf, "staged bytes", 12) == 0);
-        CHECK_STR(manifest_of(spath), MANIFEST);
-        free(spath);
-        spool_remove_now(sp, name);
-        free(path);
-
-        /* A claimed token is gone; unknown and malformed tokens. */
-        err[0] = '\0';
-        CHECK_INT(spool_staged_size(sp, token, &size, err, sizeof(err)), FERRY_ENOTFOUND);
-        CHECK(strstr(err, token) != NULL);
-        CHECK_INT(spool_claim_staged(sp, token, NULL, name, &size, err, sizeof(err)),
-                  FERRY_ENOTFOUND);
-        CHECK_INT(
-            spool_staged_size(sp, "00000000000000000000000000000000", &size, err, sizeof(err)),
-            FERRY_ENOTFOUND);
-        err[0] = '\0';
-        CHECK_INT(spool_staged_size(sp, "abc", &size, err, sizeof(err)), FERRY_EINVAL);
-        CHECK(strstr(err, "abc") != NULL);
-        CHECK_INT(spool_staged_size(sp, "", &size, err, sizeof(err)), FERRY_EINVAL);
-        CHECK_INT(spool_staged_size(sp, upper, &size, err, sizeof(err)), FERRY_EINVAL);
-        CHECK_INT(
-            spool_staged_size(sp, "../../../../../../../../etc/pass", &size, err, sizeof(err)),
-            FERRY_EINVAL);
-        CHECK_INT(
-            spool_staged_size(sp, "0123456789abcdef0123456789abcdef0", &size, err, sizeof(err)),
-            FERRY_EINVAL);
-        CHECK_INT(spool_claim_staged(sp, "g123456789abcdef0123456789abcdef", NULL, name, &size, err,
-                                     sizeof(err)),
-                  FERRY_EINVAL);
-        /* A directory or a link under a valid token is not staged data. */
-        CHECK_INT(mkdir(in_dir(spooldir, "staging/dddddddddddddddddddddddddddddddd"), 0700), 0);
-        CHECK_INT(
-            spool_staged_size(sp, "dddddddddddddddddddddddddddddddd", &size, err, sizeof(err)),
-            FERRY_ENOTFOUND);
-        rmdir(in_dir(spooldir, "staging/dddddddddddddddddddddddddddddddd"));
-        CHECK_INT(write_file(tmp_path("stage-target"), "elsewhere", 9), 0);
-        CHECK_INT(symlink(tmp_path("stage-target"),
-                          in_dir(spooldir, "staging/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee")),
-                  0);
-        CHECK_INT(spool_claim_staged(sp, "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", NULL, name, &size, err,
-                                     sizeof(err)),
-                  FERRY_ENOTFOUND);
-        unlink(in_dir(spooldir, "staging/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"));
-        CHECK_STR(manifest_of(tmp_path("stage-target")), "(none: No data available)");
-}
-
 static void test_clean_staging(struct spool *sp)
 {
-        char tok_old[33], tok_new[33], tok_edge[33], err[512], name[33];
-        char *sold = NULL, *snew = NULL, *sedge = NULL;
-        int64_t size = -1;
+        const char *tok = "0123456789abcdef0123456789abcdef";
+        char staging[800];
 
-        CHECK_INT(spool_stage_new(sp, tok_old, &sold, err, sizeof(err)), 0);
-        CHECK_INT(spool_stage_new(sp, tok_new, &snew, err, sizeof(err)), 0);
-        CHECK_INT(spool_stage_new(sp, tok_edge, &sedge, err, sizeof(err)), 0);
-        if (sold == NULL || snew == NULL || sedge == NULL)
-                goto out;
-        set_age(sold, 2 * 3600);
-        set_age(sedge, 3600 - 120);
-        CHECK_INT(write_file(in_dir(spooldir, "staging/README"), "keep", 4), 0);
-        set_age(in_dir(spooldir, "staging/README"), 5 * 3600);
+        snprintf(staging, sizeof(staging), "%s/staging", spooldir);
 
-        /* Staging: an old file goes, a fresh one (and one just under an hour old) stays. */
+        /* Protocol 1 left in-memory data under staging/: emptied and removed at start. */
+        CHECK_INT(mkdir(staging, 0700), 0);
+        CHECK_INT(write_file(in_dir(staging, tok), "old", 3), 0);
+        CHECK_INT(write_file(in_dir(staging, "README"), "keep", 4), 0);
         CHECK_INT(spool_clean_staging(sp), 1);
-        CHECK(!exists(sold));
-        CHECK(exists(snew));
-        CHECK(exists(sedge));
-        CHECK(exists(in_dir(spooldir, "staging/README"))); /* not a staging name */
+        CHECK(!exists(in_dir(staging, tok)));
+        CHECK(exists(in_dir(staging, "README"))); /* not a staging name: left alone */
+        unlink(in_dir(staging, "README"));
         CHECK_INT(spool_clean_staging(sp), 0);
-        /* The survivors are still usable. */
-        CHECK_INT(spool_claim_staged(sp, tok_new, NULL, name, &size, err, sizeof(err)), 0);
-        CHECK_INT(size, 0);
-        spool_remove_now(sp, name);
-        CHECK_INT(spool_claim_staged(sp, tok_edge, NULL, name, &size, err, sizeof(err)), 0);
-        spool_remove_now(sp, name);
-        unlink(in_dir(spooldir, "staging/README"));
-out:
-        free(sold);
-        free(snew);
-        free(sedge);
+        CHECK(!exists(staging));
 }
 
 /* ---- tests: pins and deferred removal -------------------------------------- */
@@ -997,14 +891,13 @@ int main(void)
         if (sp != NULL) {
                 CHECK_INT(file_mode(tmp_path("state")), 0700);
                 CHECK_INT(file_mode(spooldir), 0700);
-                CHECK_INT(file_mode(tmp_path("state/spool/staging")), 0700);
+                CHECK(!exists(tmp_path("state/spool/staging"))); /* protocol 1's, gone */
                 CHECK_STR(spool_dir(sp), spooldir);
                 CHECK(spool_dirfd(sp) >= 0);
                 test_snapshot_path(sp);
                 test_snapshot_fd(sp);
                 test_changing_source(sp);
                 test_open_file(sp);
-                test_staging(sp);
                 test_clean_staging(sp);
                 test_pins(sp);
                 spool_close(sp);

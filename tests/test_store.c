@@ -2243,7 +2243,7 @@ static void test_startup_linear(void)
                 check_failures++;
         }
         CHECK_INT(count_entries(spool_quarantine_folder(sp)), 10);
-        CHECK_INT(count_entries(sdir), 20000 + 2); /* and README, staging */
+        CHECK_INT(count_entries(sdir), 20000 + 1); /* and README */
         store_close(st);
         spool_close(sp);
         sp = NULL;

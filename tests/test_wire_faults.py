@@ -7,7 +7,7 @@ import socket
 import struct
 import unittest
 
-from ferrytest import FerryTestCase, RawClient
+from ferrytest import PROTOCOL, FerryTestCase, RawClient
 
 
 class WireFaults(FerryTestCase):
@@ -87,7 +87,7 @@ class WireFaults(FerryTestCase):
         rep = c.request("hello", protocol=99)
         self.assertEqual(rep["error"]["code"], "protocol_mismatch")
         self.assertIn("99", rep["error"]["message"])
-        self.assertIn("1", rep["error"]["message"])
+        self.assertIn(str(PROTOCOL), rep["error"]["message"])
         self.assertIsNone(c.read_frame())
         self.assertStillServing()
 

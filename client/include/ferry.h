@@ -97,11 +97,11 @@ int ferry_is_connected(struct ferry_client *client);
 /* Daemon facts from the hello reply: "local" or "comet". */
 const char *ferry_backend_name(const struct ferry_client *client);
 /*
- * Time limit for the replies of the typed requests below (ferry_log, ferry_experiment_*, ferry_status, ferry_ls, ferry_pause,
- * ferry_cache, ferry_get, ferry_download, and each of ferry_download_start
- * and ferry_download_finish); <= 0: none, the default. ferry_call,
- * ferry_wait and ferry_download_ready take their own limit. After a timeout
- * the connection stays usable: the late reply is skipped.
+ * Time limit for the replies of the typed requests below (ferry_log, ferry_experiment_*,
+ * ferry_status, ferry_ls, ferry_pause, ferry_cache, ferry_get, ferry_download, and each of
+ * ferry_download_start and ferry_download_finish); <= 0: none, the default. ferry_call, ferry_wait
+ * and ferry_download_ready take their own limit. After a timeout the connection stays usable: the
+ * late reply is skipped.
  */
 void ferry_set_timeout(struct ferry_client *client, int timeout_ms);
 
@@ -282,7 +282,9 @@ int ferry_download(struct ferry_client *client, const char *spec, const char *di
  * for about `timeout_ms` (< 0: until done) and returns 1 once the outcome is
  * known, 0 while the download still runs, FERRY_EINVAL when none was
  * started; ferry_download_progress() tells the bytes written so far and in
- * all; ferry_download_finish() returns the outcome as ferry_download() would
+ * all, and ferry_download_version() the version being fetched (NULL until
+ * ferryd answered; ready() returns 0 once right after that answer);
+ * ferry_download_finish() returns the outcome as ferry_download() would
  * (finishing the work first) and ends the download. One download at a time
  * per client (else FERRY_EBUSY); no other request may be made on the client
  * until it is finished.
@@ -291,6 +293,7 @@ int ferry_download_start(struct ferry_client *client, const char *spec, const ch
                          enum ferry_overwrite overwrite);
 int ferry_download_ready(struct ferry_client *client, int timeout_ms);
 int ferry_download_progress(struct ferry_client *client, int64_t *done, int64_t *total);
+const char *ferry_download_version(const struct ferry_client *client);
 int ferry_download_finish(struct ferry_client *client, char **json);
 
 #ifdef __cplusplus

@@ -30,7 +30,7 @@ _lib_path = None
 _lib_lock = threading.Lock()
 
 # Time limits (ms) for requests that answer at once; 0 = none (log, wait,
-# download and stage-file writes can take as long as the data needs).
+# and download can take as long as the data needs).
 QUICK_TIMEOUT_MS = 120000
 CONNECT_TIMEOUT_MS = 10000
 
@@ -269,6 +269,32 @@ def request(op, args=None, timeout_ms=QUICK_TIMEOUT_MS, repeatable=True):
                 e.code, "%s; ferryd may or may not have stored the request, check with "
                 "`ferry ls --all`" % str(e).rstrip("."))
     return _connection().call(op, args, timeout_ms)
+
+
+def get(args, timeout_ms=QUICK_TIMEOUT_MS):
+    """The `get` reply for `args`, its assets put together from ferryd's pages.
+
+    A reply is one frame, so ferryd sends a version with many assets a page
+    at a time (`assets_from`, `assets_total`). Should the look-up come to name
+    another version between two pages (one logged meanwhile), start over.
+    """
+    for _ in range(5):
+        first = request("get", dict(args), timeout_ms)
+        assets = first.get("assets", [])
+        total = first.get("assets_total", len(assets))
+        same = True
+        while len(assets) < total:
+            page = request("get", dict(args, assets_from=len(assets)), timeout_ms)
+            if any(page.get(k) != first.get(k) for k in ("workspace", "name", "version", "job")):
+                same = False
+                break
+            if not page.get("assets"):
+                raise error_for_code("protocol_error", "ferryd sent an empty page of assets")
+            assets.extend(page["assets"])
+        if same:
+            first.pop("assets_from", None)
+            return first
+    raise error_for_code("busy", "the version kept changing while its assets were read; try again")
 
 
 def log(builder, experiment=None, workspace=None, project=None):

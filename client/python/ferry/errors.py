@@ -51,7 +51,7 @@ class ConflictError(FerryError, ValueError):
 
 
 class NotFoundError(FerryError, LookupError):
-    """No such artifact, version, experiment or staged data."""
+    """No such artifact, version or experiment."""
 
     default_code = "not_found"
 

@@ -296,13 +296,13 @@ class LoggedArtifact:
         self._resolve()
         if self.version is None:
             # Still queued without a version: the queue holds it under the bare name.
-            info = _native.request("get", self._get_args(None))
+            info = _native.get(self._get_args(None))
             if info.get("job") != self.job:
                 raise NotReadyError("version of %r logged as job %s has no number yet and is "
                                     "not the newest queued one; call wait() first"
                                     % (self.name, self.job))
         else:
-            info = _native.request("get", self._get_args(self.version))
+            info = _native.get(self._get_args(self.version))
         job = self.job
         self._set(info)
         if self.job is None:
@@ -376,7 +376,7 @@ def get_artifact(name, workspace=None, version_or_alias=None):
         args["workspace"] = ws
     if vo:
         args["version_or_alias"] = vo
-    return LoggedArtifact(_native.request("get", args))
+    return LoggedArtifact(_native.get(args))
 
 
 def wait(jobs=None, timeout=None):
