@@ -44,7 +44,7 @@ static const char *shown_version(const char *v)
 
 static int artifact_nomem(struct ferry_artifact *a)
 {
-        return artifact_fail(a, FERRY_ENOMEM, "out of memory");
+        return client_artifact_fail(a, FERRY_ENOMEM, "out of memory");
 }
 
 /* Types, aliases and tags: 1..PROTO_NAME_MAX bytes without control characters. */
@@ -54,14 +54,15 @@ static int artifact_check_label(struct ferry_artifact *a, const char *s, const c
         const unsigned char *p;
 
         if (n == 0)
-                return artifact_fail(a, FERRY_EINVAL, "%s must not be empty", what);
+                return client_artifact_fail(a, FERRY_EINVAL, "%s must not be empty", what);
         if (n > PROTO_NAME_MAX)
-                return artifact_fail(a, FERRY_EINVAL, "%s is %zu bytes long; the limit is %d", what,
-                                     n, PROTO_NAME_MAX);
+                return client_artifact_fail(a, FERRY_EINVAL,
+                                            "%s is %zu bytes long; the limit is %d", what, n,
+                                            PROTO_NAME_MAX);
         for (p = (const unsigned char *)s; *p; p++)
                 if (*p < 0x20 || *p == 0x7f)
-                        return artifact_fail(a, FERRY_EINVAL,
-                                             "%s may not contain control characters", what);
+                        return client_artifact_fail(a, FERRY_EINVAL,
+                                                    "%s may not contain control characters", what);
         return 0;
 }
 
@@ -89,10 +90,10 @@ static int artifact_parse_object(struct ferry_artifact *a, const char *json, con
                 return 0;
         v = cJSON_ParseWithOpts(json, NULL, 1);
         if (v == NULL)
-                return artifact_fail(a, FERRY_EINVAL, "%s is not valid JSON", what);
+                return client_artifact_fail(a, FERRY_EINVAL, "%s is not valid JSON", what);
         if (!cJSON_IsObject(v)) {
-                artifact_fail(a, FERRY_EINVAL, "%s must be a JSON object, not %s", what,
-                              json_kind(v));
+                client_artifact_fail(a, FERRY_EINVAL, "%s must be a JSON object, not %s", what,
+                                     json_kind(v));
                 cJSON_Delete(v);
                 return FERRY_EINVAL;
         }
@@ -164,10 +165,11 @@ int ferry_artifact_set_version(struct ferry_artifact *artifact, const char *vers
                 return FERRY_EINVAL;
         if (version != NULL) {
                 if (proto_semver_parse(version, &sv) != 0)
-                        return artifact_fail(artifact, FERRY_EINVAL,
-                                             "version \"%s\" is not a strict semantic version "
-                                             "such as 1.2.0 or 1.0.0-rc.1",
-                                             shown_version(version));
+                        return client_artifact_fail(
+                            artifact, FERRY_EINVAL,
+                            "version \"%s\" is not a strict semantic version "
+                            "such as 1.2.0 or 1.0.0-rc.1",
+                            shown_version(version));
                 v = strdup(version);
                 if (v == NULL)
                         return artifact_nomem(artifact);
@@ -328,10 +330,11 @@ static int artifact_merge(struct ferry_artifact *a, struct batch *b, bool overwr
         if (!overwrite) {
                 for (i = 0; i < b->n; i++)
                         if (*artifact_slot(a, b->v[i].logical_path) != 0)
-                                return artifact_fail(a, FERRY_EEXIST,
-                                                     "artifact \"%s\" already has an asset at "
-                                                     "\"%s\"; add it with overwrite to replace it",
-                                                     a->name, b->v[i].logical_path);
+                                return client_artifact_fail(
+                                    a, FERRY_EEXIST,
+                                    "artifact \"%s\" already has an asset at "
+                                    "\"%s\"; add it with overwrite to replace it",
+                                    a->name, b->v[i].logical_path);
         }
         for (i = 0; i < b->n; i++) {
                 slot = artifact_slot(a, b->v[i].logical_path);
@@ -370,17 +373,20 @@ static int artifact_path_error(struct ferry_artifact *a, const char *path, int e
         switch (err) {
         case ENOENT:
         case ENOTDIR:
-                return artifact_fail(a, FERRY_ENOTFOUND, "%s does not exist", path);
+                return client_artifact_fail(a, FERRY_ENOTFOUND, "%s does not exist", path);
         case EACCES:
         case EPERM:
-                return artifact_fail(a, FERRY_EPERM, "cannot read %s: permission denied", path);
+                return client_artifact_fail(a, FERRY_EPERM, "cannot read %s: permission denied",
+                                            path);
         case ENOMEM:
                 return artifact_nomem(a);
         case ELOOP:
         case ENAMETOOLONG:
-                return artifact_fail(a, FERRY_EINVAL, "cannot resolve %s: %s", path, strerror(err));
+                return client_artifact_fail(a, FERRY_EINVAL, "cannot resolve %s: %s", path,
+                                            strerror(err));
         default:
-                return artifact_fail(a, FERRY_EIO, "cannot read %s: %s", path, strerror(err));
+                return client_artifact_fail(a, FERRY_EIO, "cannot read %s: %s", path,
+                                            strerror(err));
         }
 }
 
@@ -551,7 +557,8 @@ int ferry_artifact_add_file(struct ferry_artifact *artifact, const char *path,
         if (a == NULL)
                 return FERRY_EINVAL;
         if (path == NULL || path[0] == '\0')
-                return artifact_fail(a, FERRY_EINVAL, "the path of a file asset must not be empty");
+                return client_artifact_fail(a, FERRY_EINVAL,
+                                            "the path of a file asset must not be empty");
         if (logical_path != NULL &&
             proto_validate_logical_path(logical_path, a->err, sizeof(a->err)) != 0)
                 return FERRY_EINVAL;
@@ -568,8 +575,8 @@ int ferry_artifact_add_file(struct ferry_artifact *artifact, const char *path,
                 rc = artifact_batch_file(a, &b, real, logical_path ? logical_path : base_name(path),
                                          overwrite, meta);
         else
-                rc = artifact_fail(a, FERRY_EINVAL, "%s is neither a regular file nor a directory",
-                                   path);
+                rc = client_artifact_fail(a, FERRY_EINVAL,
+                                          "%s is neither a regular file nor a directory", path);
         if (rc == 0)
                 rc = artifact_merge(a, &b, overwrite);
 out:
@@ -631,14 +638,16 @@ int ferry_artifact_add_remote(struct ferry_artifact *artifact, const char *uri,
         if (artifact == NULL)
                 return FERRY_EINVAL;
         if (n == 0 || n > FERRY_URI_MAX)
-                return artifact_fail(artifact, FERRY_EINVAL,
-                                     "a remote URI must be 1 to %d bytes long", FERRY_URI_MAX);
+                return client_artifact_fail(artifact, FERRY_EINVAL,
+                                            "a remote URI must be 1 to %d bytes long",
+                                            FERRY_URI_MAX);
         if (!proto_utf8_valid(uri, n))
-                return artifact_fail(artifact, FERRY_EINVAL, "a remote URI must be UTF-8");
+                return client_artifact_fail(artifact, FERRY_EINVAL, "a remote URI must be UTF-8");
         for (p = (const unsigned char *)uri; *p; p++)
                 if (*p < 0x20 || *p == 0x7f)
-                        return artifact_fail(artifact, FERRY_EINVAL,
-                                             "remote URI may not contain control characters");
+                        return client_artifact_fail(
+                            artifact, FERRY_EINVAL,
+                            "remote URI may not contain control characters");
         if (logical_path == NULL) {
                 remote_logical_path(uri, lp, sizeof(lp));
                 logical_path = lp;
@@ -668,7 +677,7 @@ static int artifact_add_own_fd(struct ferry_artifact *a, int fd, const char *log
 
         if (logical_path == NULL) {
                 close(fd);
-                return artifact_fail(a, FERRY_EINVAL, "data needs a logical path");
+                return client_artifact_fail(a, FERRY_EINVAL, "data needs a logical path");
         }
         rc = artifact_parse_object(a, metadata_json, "asset metadata", &meta);
         if (rc == 0)
@@ -692,14 +701,15 @@ int ferry_artifact_add_fd(struct ferry_artifact *artifact, int fd, const char *l
         if (artifact == NULL)
                 return FERRY_EINVAL;
         if (fd < 0 || fstat(fd, &st) != 0)
-                return artifact_fail(artifact, FERRY_EINVAL, "descriptor %d is not open", fd);
+                return client_artifact_fail(artifact, FERRY_EINVAL, "descriptor %d is not open",
+                                            fd);
         if (!S_ISREG(st.st_mode))
-                return artifact_fail(artifact, FERRY_EINVAL, "descriptor %d is not a regular file",
-                                     fd);
+                return client_artifact_fail(artifact, FERRY_EINVAL,
+                                            "descriptor %d is not a regular file", fd);
         own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (own < 0)
-                return artifact_fail(artifact, FERRY_EIO, "cannot keep descriptor %d: %s", fd,
-                                     strerror(errno));
+                return client_artifact_fail(artifact, FERRY_EIO, "cannot keep descriptor %d: %s",
+                                            fd, strerror(errno));
         return artifact_add_own_fd(artifact, own, logical_path, overwrite, metadata_json);
 }
 
@@ -716,8 +726,8 @@ int ferry_artifact_add_data(struct ferry_artifact *artifact, const void *data, s
         /* A file in memory that the daemon copies from; gone when the artifact is freed. */
         fd = memfd_create("ferry-data", MFD_CLOEXEC);
         if (fd < 0)
-                return artifact_fail(artifact, FERRY_EIO, "cannot hold the data: %s",
-                                     strerror(errno));
+                return client_artifact_fail(artifact, FERRY_EIO, "cannot hold the data: %s",
+                                            strerror(errno));
         while (off < len) {
                 n = write(fd, p + off, len - off);
                 if (n < 0 && errno == EINTR)
@@ -726,8 +736,9 @@ int ferry_artifact_add_data(struct ferry_artifact *artifact, const void *data, s
                         int e = errno;
 
                         close(fd);
-                        return artifact_fail(artifact, e == ENOSPC ? FERRY_ENOSPC : FERRY_EIO,
-                                             "cannot hold the data: %s", strerror(e));
+                        return client_artifact_fail(artifact,
+                                                    e == ENOSPC ? FERRY_ENOSPC : FERRY_EIO,
+                                                    "cannot hold the data: %s", strerror(e));
                 }
                 off += (size_t)n;
         }
@@ -751,10 +762,11 @@ static bool add_copy(cJSON *obj, const char *key, const cJSON *v)
         return true;
 }
 
-int artifact_fill_version(const struct ferry_artifact *a, cJSON *obj)
+int client_artifact_fill_version(const struct ferry_artifact *a, cJSON *obj)
 {
         return cJSON_AddStringToObject(obj, "name", a->name) != NULL &&
-               add_string_opt(obj, "type", a->type) && add_string_opt(obj, "version", a->version) &&
+               client_add_string_opt(obj, "type", a->type) &&
+               client_add_string_opt(obj, "version", a->version) &&
                (cJSON_GetArraySize(a->aliases) == 0 || add_copy(obj, "aliases", a->aliases)) &&
                (cJSON_GetArraySize(a->tags) == 0 || add_copy(obj, "tags", a->tags)) &&
                (a->metadata == NULL || add_copy(obj, "metadata", a->metadata));
@@ -772,7 +784,7 @@ int ferry_artifact_to_json(const struct ferry_artifact *artifact, char **json)
         if (artifact == NULL || artifact->name == NULL)
                 return FERRY_EINVAL;
         obj = cJSON_CreateObject();
-        ok = obj != NULL && artifact_fill_version(artifact, obj) &&
+        ok = obj != NULL && client_artifact_fill_version(artifact, obj) &&
              (assets = cJSON_AddArrayToObject(obj, "assets")) != NULL;
         for (i = 0; ok && i < artifact->nassets; i++) {
                 const struct asset *as = &artifact->assets[i];
@@ -787,7 +799,7 @@ int ferry_artifact_to_json(const struct ferry_artifact *artifact, char **json)
                      (as->meta == NULL || add_copy(o, "metadata", as->meta));
         }
         if (ok)
-                *json = json_print(obj);
+                *json = client_json_print(obj);
         cJSON_Delete(obj);
         return *json ? 0 : FERRY_ENOMEM;
 }

@@ -89,7 +89,7 @@ static void dl_close_batch(struct ferry_download *dl)
         dl->nfds = 0;
 }
 
-void download_free(struct ferry_download *dl)
+void client_download_free(struct ferry_download *dl)
 {
         if (dl == NULL)
                 return;
@@ -280,7 +280,7 @@ static int dl_start_file(struct ferry_download *dl)
         }
         for (int tries = 0; tries < 8; tries++) {
                 snprintf(rnd, sizeof(rnd), "%08lx%08lx", (unsigned long)random(),
-                         (unsigned long)(now_ms() & 0xffffffff));
+                         (unsigned long)(client_now_ms() & 0xffffffff));
                 snprintf(dl->tmp, sizeof(dl->tmp), ".ferry-tmp-%.16s", rnd);
                 dl->out = openat(dl->parent, dl->tmp,
                                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
@@ -386,8 +386,8 @@ static int dl_fetch_batch(struct ferry_client *c, struct ferry_download *dl)
                 return dl_fail(dl, FERRY_ENOMEM, "out of memory");
         }
         c->limit_ms = c->timeout_ms;
-        rc = client_roundtrip_fds(c, req, NULL, 0, deadline_after(c->timeout_ms), &rep, &dl->fds,
-                                  &got);
+        rc = client_roundtrip_fds(c, req, NULL, 0, client_deadline_after(c->timeout_ms), &rep,
+                                  &dl->fds, &got);
         if (rc != 0)
                 return dl_fail(dl, rc, "%s", c->err);
         cJSON_Delete(dl->batch);
@@ -412,7 +412,7 @@ static int dl_work(struct ferry_client *c, struct ferry_download *dl, int64_t de
 
         /* One step at least, so that polling with no time to spare still advances. */
         for (; dl->state == DL_COPYING; stepped = true) {
-                if (stepped && deadline >= 0 && now_ms() >= deadline)
+                if (stepped && deadline >= 0 && client_now_ms() >= deadline)
                         return 0;
                 if (dl->out >= 0) {
                         rc = dl_copy_slice(dl);
@@ -554,14 +554,14 @@ int ferry_download_start(struct ferry_client *client, const char *spec, const ch
         req = client_request(client, proto_op_name(PROTO_OP_DOWNLOAD_OPEN));
         if (req == NULL || !cJSON_AddStringToObject(req, "name", spec)) {
                 cJSON_Delete(req);
-                download_free(dl);
+                client_download_free(dl);
                 return client_nomem(client);
         }
         dl->open_id = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(req, "id"));
         client->limit_ms = client->timeout_ms;
-        rc = client_send_request(client, req, deadline_after(client->timeout_ms));
+        rc = client_send_request(client, req, client_deadline_after(client->timeout_ms));
         if (rc != 0) {
-                download_free(dl);
+                client_download_free(dl);
                 return rc;
         }
         dl->state = DL_OPENING;
@@ -582,7 +582,7 @@ int ferry_download_ready(struct ferry_client *client, int timeout_ms)
         if (dl == NULL)
                 return client_fail(client, FERRY_EINVAL,
                                    "no download is in progress on this connection");
-        deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+        deadline = timeout_ms < 0 ? -1 : client_now_ms() + timeout_ms;
         if (dl->state == DL_OPENING) {
                 rc = client_wait_reply(client, dl->open_id, deadline, "download.open", &rep);
                 if (rc == FERRY_ETIMEDOUT && client->fd >= 0 && client_last_wait_late(client))
@@ -657,11 +657,11 @@ int ferry_download_finish(struct ferry_client *client, char **json)
         if (rc != 0) {
                 snprintf(client->err, sizeof(client->err), "%s", dl->err);
         } else if (json != NULL) {
-                *json = json_print(dl->result);
+                *json = client_json_print(dl->result);
                 if (*json == NULL)
                         rc = client_nomem(client);
         }
-        download_free(dl);
+        client_download_free(dl);
         return rc;
 }
 

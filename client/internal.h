@@ -76,12 +76,12 @@ struct ferry_artifact {
 int client_fail(struct ferry_client *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int client_nomem(struct ferry_client *c);
-int artifact_fail(struct ferry_artifact *a, int code, const char *fmt, ...)
+int client_artifact_fail(struct ferry_artifact *a, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-const char *plural(long long n);
-char *json_print(const cJSON *obj);
-int64_t now_ms(void);
-int64_t deadline_after(int timeout_ms);
+const char *client_plural(long long n);
+char *client_json_print(const cJSON *obj);
+int64_t client_now_ms(void);
+int64_t client_deadline_after(int timeout_ms);
 
 /* ---- transport ---- */
 
@@ -113,9 +113,9 @@ int client_reply_out(struct ferry_client *c, cJSON *rep, char **json);
 /* A reply lacking a field the protocol promises. */
 int client_bad_reply(struct ferry_client *c, const char *op, const char *field);
 /* Add `value` under `key` unless it is NULL. Return false when out of memory. */
-bool add_string_opt(cJSON *obj, const char *key, const char *value);
+bool client_add_string_opt(cJSON *obj, const char *key, const char *value);
 /* Close `n` descriptors. */
-void close_all(const int *fds, int n);
+void client_close_all(const int *fds, int n);
 
 /* Check a [workspace/]name[:version_or_alias] spec before it is sent. */
 int client_check_spec(struct ferry_client *c, const char *spec);
@@ -125,10 +125,10 @@ int client_check_names(struct ferry_client *c, const char *workspace, const char
 /* ---- artifacts ---- */
 
 /* Add the artifact's version fields (all but assets) to `obj`. False when out of memory. */
-int artifact_fill_version(const struct ferry_artifact *a, cJSON *obj);
+int client_artifact_fill_version(const struct ferry_artifact *a, cJSON *obj);
 
 /* ---- downloads ---- */
 
-void download_free(struct ferry_download *dl);
+void client_download_free(struct ferry_download *dl);
 
 #endif

@@ -127,9 +127,9 @@ static int log_check_options(struct ferry_client *c, const struct ferry_log_opti
 
 static bool log_fill_options(cJSON *req, const struct ferry_log_options *o)
 {
-        return o == NULL || (add_string_opt(req, "experiment", o->experiment) &&
-                             add_string_opt(req, "workspace", o->workspace) &&
-                             add_string_opt(req, "project", o->project));
+        return o == NULL || (client_add_string_opt(req, "experiment", o->experiment) &&
+                             client_add_string_opt(req, "workspace", o->workspace) &&
+                             client_add_string_opt(req, "project", o->project));
 }
 
 /* Send `req` (consumed) with the batch's assets and descriptors; the batch is emptied. */
@@ -142,8 +142,8 @@ static int log_send(struct ferry_client *c, cJSON *req, struct log_batch *b, cJS
                 b->assets = NULL;
         }
         c->limit_ms = c->timeout_ms;
-        rc = client_roundtrip_fds(c, req, b->fds, b->nfds, deadline_after(c->timeout_ms), rep, NULL,
-                                  NULL);
+        rc = client_roundtrip_fds(c, req, b->fds, b->nfds, client_deadline_after(c->timeout_ms),
+                                  rep, NULL, NULL);
         log_batch_reset(b);
         return rc;
 }
@@ -176,7 +176,7 @@ static int log_in_batches(struct ferry_client *c, const struct ferry_artifact *a
 
         memset(&b, 0, sizeof(b));
         req = client_request(c, proto_op_name(PROTO_OP_ARTIFACT_BEGIN));
-        if (req == NULL || !artifact_fill_version(a, req) || !log_fill_options(req, o)) {
+        if (req == NULL || !client_artifact_fill_version(a, req) || !log_fill_options(req, o)) {
                 cJSON_Delete(req);
                 return client_nomem(c);
         }
@@ -241,7 +241,7 @@ static int client_log(struct ferry_client *c, const struct ferry_artifact *a,
                 cJSON *probe = cJSON_CreateObject();
                 char *text = NULL;
 
-                if (probe == NULL || !artifact_fill_version(a, probe) ||
+                if (probe == NULL || !client_artifact_fill_version(a, probe) ||
                     (text = cJSON_PrintUnformatted(probe)) == NULL) {
                         cJSON_Delete(probe);
                         return client_nomem(c);
@@ -261,7 +261,8 @@ static int client_log(struct ferry_client *c, const struct ferry_artifact *a,
                 rc = log_in_batches(c, a, o, rep);
         } else {
                 req = client_request(c, proto_op_name(PROTO_OP_ARTIFACT_LOG));
-                if (req == NULL || !artifact_fill_version(a, req) || !log_fill_options(req, o) ||
+                if (req == NULL || !client_artifact_fill_version(a, req) ||
+                    !log_fill_options(req, o) ||
                     (b.assets == NULL && (b.assets = cJSON_CreateArray()) == NULL)) {
                         cJSON_Delete(req);
                         log_batch_reset(&b);

@@ -37,9 +37,9 @@ static int client_experiment(struct ferry_client *c, const char *key, const char
             (rc = client_check_name(c, project, "project")) != 0)
                 return rc;
         req = client_request(c, proto_op_name(PROTO_OP_EXPERIMENT_CREATE));
-        if (req == NULL || !add_string_opt(req, "workspace", workspace) ||
-            !add_string_opt(req, "project", project) || !add_string_opt(req, "name", name) ||
-            !add_string_opt(req, "key", key)) {
+        if (req == NULL || !client_add_string_opt(req, "workspace", workspace) ||
+            !client_add_string_opt(req, "project", project) ||
+            !client_add_string_opt(req, "name", name) || !client_add_string_opt(req, "key", key)) {
                 cJSON_Delete(req);
                 return client_nomem(c);
         }
@@ -133,10 +133,10 @@ int ferry_wait(struct ferry_client *client, const int64_t *jobs, size_t njobs, i
         if (cJSON_IsFalse(drained))
                 rc = client_fail(client, FERRY_ETIMEDOUT,
                                  "%lld job%s still queued or running after %g s",
-                                 (long long)pending, plural(pending), timeout_ms / 1000.0);
+                                 (long long)pending, client_plural(pending), timeout_ms / 1000.0);
         else if (failed > 0)
                 rc = client_fail(client, FERRY_EFAILED, "%lld job%s failed", (long long)failed,
-                                 plural(failed));
+                                 client_plural(failed));
         if (client_reply_out(client, rep, reply_json) != 0)
                 return FERRY_ENOMEM;
         return rc;
@@ -261,6 +261,45 @@ again:
         return client_reply_out(client, first, json);
 }
 
+int ferry_retry(struct ferry_client *client, int64_t job, char **json)
+{
+        cJSON *req, *rep = NULL;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (client == NULL)
+                return FERRY_EINVAL;
+        req = client_request(client, proto_op_name(PROTO_OP_RETRY));
+        if (req == NULL || (job < 0 ? !cJSON_AddTrueToObject(req, "all")
+                                    : !cJSON_AddNumberToObject(req, "job", (double)job))) {
+                cJSON_Delete(req);
+                return client_nomem(client);
+        }
+        rc = client_call(client, req, client->timeout_ms, &rep);
+        if (rc != 0)
+                return rc;
+        return client_reply_out(client, rep, json);
+}
+
+int ferry_recover(struct ferry_client *client, char **json)
+{
+        cJSON *req, *rep = NULL;
+        int rc;
+
+        if (json != NULL)
+                *json = NULL;
+        if (client == NULL)
+                return FERRY_EINVAL;
+        req = client_request(client, proto_op_name(PROTO_OP_RECOVER));
+        if (req == NULL)
+                return client_nomem(client);
+        rc = client_call(client, req, client->timeout_ms, &rep);
+        if (rc != 0)
+                return rc;
+        return client_reply_out(client, rep, json);
+}
+
 int ferry_pause(struct ferry_client *client, int paused, char **json)
 {
         cJSON *req, *rep = NULL;
@@ -336,7 +375,7 @@ int ferry_ls(struct ferry_client *client, const char *state, int limit, char **j
                 return client_fail(client, FERRY_EINVAL, "the limit must be 1 to %d, not %d",
                                    FERRY_LS_LIMIT_MAX, limit);
         req = client_request(client, proto_op_name(PROTO_OP_LS));
-        if (req == NULL || !add_string_opt(req, "state", state) ||
+        if (req == NULL || !client_add_string_opt(req, "state", state) ||
             (limit > 0 && !cJSON_AddNumberToObject(req, "limit", limit))) {
                 cJSON_Delete(req);
                 return client_nomem(client);

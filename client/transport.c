@@ -24,7 +24,7 @@
 
 /* ---- helpers the other files share ---- */
 
-const char *plural(long long n)
+const char *client_plural(long long n)
 {
         return n == 1 ? "" : "s";
 }
@@ -45,7 +45,7 @@ int client_nomem(struct ferry_client *c)
         return client_fail(c, FERRY_ENOMEM, "out of memory");
 }
 
-int artifact_fail(struct ferry_artifact *a, int code, const char *fmt, ...)
+int client_artifact_fail(struct ferry_artifact *a, int code, const char *fmt, ...)
 {
         va_list ap;
 
@@ -62,7 +62,7 @@ void ferry_free(void *ptr)
 }
 
 /* Serialize `obj` into a malloc'd string (not cJSON's allocator), or NULL. */
-char *json_print(const cJSON *obj)
+char *client_json_print(const cJSON *obj)
 {
         char *tmp = cJSON_PrintUnformatted(obj);
         char *s;
@@ -74,7 +74,7 @@ char *json_print(const cJSON *obj)
         return s;
 }
 
-void close_all(const int *fds, int n)
+void client_close_all(const int *fds, int n)
 {
         int i;
 
@@ -88,7 +88,7 @@ static void close_fd_cb(int fd, void *data)
         close(fd);
 }
 
-int64_t now_ms(void)
+int64_t client_now_ms(void)
 {
         struct timespec ts;
 
@@ -96,9 +96,9 @@ int64_t now_ms(void)
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t deadline_after(int timeout_ms)
+int64_t client_deadline_after(int timeout_ms)
 {
-        return timeout_ms > 0 ? now_ms() + timeout_ms : -1;
+        return timeout_ms > 0 ? client_now_ms() + timeout_ms : -1;
 }
 
 /* Milliseconds left before `deadline` as poll() takes them: -1 for none, else >= 0. */
@@ -108,7 +108,7 @@ static int time_left(int64_t deadline)
 
         if (deadline < 0)
                 return -1;
-        left = deadline - now_ms();
+        left = deadline - client_now_ms();
         if (left <= 0)
                 return 0;
         return left > INT_MAX ? INT_MAX : (int)left;
@@ -456,13 +456,13 @@ static ssize_t client_read(struct ferry_client *c, char *buf, size_t len)
                 nfds += (int)k;
         }
         if ((msg.msg_flags & MSG_CTRUNC) || nfds > PROTO_MAX_FDS) {
-                close_all(fds, nfds);
+                client_close_all(fds, nfds);
                 errno = EPROTO;
                 return -1;
         }
         c->rx_total += (uint64_t)n;
         if (proto_fdq_push(&c->fdq, c->rx_total, fds, nfds) != 0) {
-                close_all(fds, nfds);
+                client_close_all(fds, nfds);
                 errno = ENOMEM;
                 return -1;
         }
@@ -519,7 +519,7 @@ static int client_recv(struct ferry_client *c, uint64_t id, int64_t deadline, co
                         if (rc == 0 &&
                             (proto_get_int(*rep, "fds", false, 0, &declared, NULL, 0) != 0 ||
                              declared != ngot)) {
-                                close_all(got, ngot);
+                                client_close_all(got, ngot);
                                 free(got);
                                 cJSON_Delete(*rep);
                                 *rep = NULL;
@@ -530,7 +530,7 @@ static int client_recv(struct ferry_client *c, uint64_t id, int64_t deadline, co
                                                    op);
                         }
                         if (rid != id && rid != 0) {
-                                close_all(got, ngot);
+                                client_close_all(got, ngot);
                                 free(got);
                                 cJSON_Delete(*rep);
                                 *rep = NULL;
@@ -540,7 +540,7 @@ static int client_recv(struct ferry_client *c, uint64_t id, int64_t deadline, co
                                 *fds = got;
                                 *nfds = ngot;
                         } else { /* an error reply's descriptors are nobody's */
-                                close_all(got, ngot);
+                                client_close_all(got, ngot);
                                 free(got);
                         }
                         if (rc < 0)
@@ -633,7 +633,7 @@ static int client_send_fds(struct ferry_client *c, cJSON *req, const int *fds, i
         free(frame);
         if (rc == FERRY_ECLOSED) {
                 /* The daemon hung up: take its last words if it left a refusal. */
-                rc = client_recv(c, *id, now_ms(), op, &rep, NULL, NULL);
+                rc = client_recv(c, *id, client_now_ms(), op, &rep, NULL, NULL);
                 cJSON_Delete(rep);
                 client_disconnect(c);
                 if (rc == 0 || rc == FERRY_ETIMEDOUT)
@@ -700,7 +700,7 @@ cJSON *client_request(struct ferry_client *c, const char *op)
 int client_call(struct ferry_client *c, cJSON *req, int timeout_ms, cJSON **rep)
 {
         c->limit_ms = timeout_ms;
-        return client_roundtrip(c, req, deadline_after(timeout_ms), rep);
+        return client_roundtrip(c, req, client_deadline_after(timeout_ms), rep);
 }
 
 int client_reply_out(struct ferry_client *c, cJSON *rep, char **json)
@@ -711,7 +711,7 @@ int client_reply_out(struct ferry_client *c, cJSON *rep, char **json)
         }
         cJSON_DeleteItemFromObjectCaseSensitive(rep, "id");
         cJSON_DeleteItemFromObjectCaseSensitive(rep, "ok");
-        *json = json_print(rep);
+        *json = client_json_print(rep);
         cJSON_Delete(rep);
         return *json ? 0 : client_nomem(c);
 }
@@ -722,7 +722,7 @@ int client_bad_reply(struct ferry_client *c, const char *op, const char *field)
                            field);
 }
 
-bool add_string_opt(cJSON *obj, const char *key, const char *value)
+bool client_add_string_opt(cJSON *obj, const char *key, const char *value)
 {
         return value == NULL || cJSON_AddStringToObject(obj, key, value) != NULL;
 }
@@ -800,7 +800,7 @@ int ferry_connect(struct ferry_client **out, const char *socket_path, int timeou
         if (timeout_ms <= 0)
                 timeout_ms = FERRY_CONNECT_TIMEOUT_MS;
         c->limit_ms = timeout_ms;
-        deadline = now_ms() + timeout_ms;
+        deadline = client_now_ms() + timeout_ms;
         rc = client_open(c, deadline);
         if (rc != 0)
                 return rc;
@@ -817,7 +817,7 @@ void ferry_close(struct ferry_client *client)
         if (client == NULL)
                 return;
         if (client->dl != NULL)
-                download_free(client->dl);
+                client_download_free(client->dl);
         client_disconnect(client);
         proto_decoder_free(&client->dec);
         free(client);
@@ -905,7 +905,7 @@ int ferry_call(struct ferry_client *client, const char *op, const char *args_jso
         cJSON_Delete(args);
         rc = client_call(client, req, timeout_ms, &rep);
         if (rc == 0 && reply_json != NULL) {
-                *reply_json = json_print(rep);
+                *reply_json = client_json_print(rep);
                 if (*reply_json == NULL)
                         rc = client_nomem(client);
         }

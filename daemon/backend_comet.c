@@ -47,7 +47,7 @@
 #include "backend.h"
 #include "cache.h"
 #include "config.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "http.h"
 #include "job.h"
 #include "log.h"

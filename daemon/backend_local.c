@@ -20,7 +20,7 @@
 #include <uv.h>
 
 #include "backend.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "job.h"
 #include "log.h"
 #include "registry.h"

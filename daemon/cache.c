@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 #include "util.h"
 

@@ -11,12 +11,9 @@
 
 #include <uv.h>
 
-#include "daemon.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
-#include "ops.h"
 #include "proto.h"
-#include "server.h"
 #include "util.h"
 
 #define CLIENT_WRITE_QUEUE_HIGH (1u << 20)
@@ -38,7 +35,7 @@ struct client_out {
 TAILQ_HEAD(client_out_list, client_out);
 
 struct client {
-        struct server *srv;
+        struct client_host *host;
         int fd;
         uv_poll_t poll;
         int events;     /* what the poll handle watches now */
@@ -163,8 +160,7 @@ void client_close(struct client *c, bool flush)
         if (flush)
                 client_write_queue(c);
         c->closing = true;
-        server_client_gone(c->srv, c);
-        ops_client_closed(c);
+        c->host->gone(c->host, c);
         while ((o = TAILQ_FIRST(&c->out)) != NULL) {
                 TAILQ_REMOVE(&c->out, o, entry);
                 close_fds(o->fds, o->nfds);
@@ -172,7 +168,7 @@ void client_close(struct client *c, bool flush)
                 free(o->buf);
                 free(o);
         }
-        server_account_queued(c->srv, -(int64_t)c->queued);
+        c->host->queued -= c->queued;
         c->queued = 0;
         proto_fdq_drain(&c->fdq, close_fd_cb, NULL);
         if (c->poll_open) {
@@ -229,7 +225,7 @@ static int client_write_queue(struct client *c)
                 }
                 o->off += (size_t)n;
                 c->queued -= (size_t)n;
-                server_account_queued(c->srv, -(int64_t)n);
+                c->host->queued -= (size_t)n;
                 if (o->off == o->len) {
                         TAILQ_REMOVE(&c->out, o, entry);
                         free(o->fds);
@@ -290,7 +286,7 @@ static void client_enqueue(struct client *c, const cJSON *msg, int *fds, int n)
                 return;
         }
         if (c->queued + len > CLIENT_WRITE_QUEUE_MAX ||
-            (server_queued(c->srv) + len > SERVER_WRITE_QUEUE_TOTAL_MAX &&
+            (c->host->queued + len > SERVER_WRITE_QUEUE_TOTAL_MAX &&
              c->queued > CLIENT_WRITE_QUEUE_HIGH)) {
                 log_warn("client %llu does not read its replies (%zu bytes waiting); dropping it",
                          (unsigned long long)c->serial, c->queued);
@@ -314,7 +310,7 @@ static void client_enqueue(struct client *c, const cJSON *msg, int *fds, int n)
         o->nfds = n;
         TAILQ_INSERT_TAIL(&c->out, o, entry);
         c->queued += len;
-        server_account_queued(c->srv, (int64_t)len);
+        c->host->queued += len;
         if (c->queued > CLIENT_WRITE_QUEUE_HIGH && !c->held)
                 c->held = true; /* backpressure: no more requests until it reads */
         client_flush(c);
@@ -342,7 +338,6 @@ void client_refuse(struct client *c, uint64_t id, int code, const char *msg)
 
 static void client_hello(struct client *c, uint64_t id, cJSON *req)
 {
-        struct daemon *d = server_daemon(c->srv);
         char err[PROTO_ERRMSG_MAX];
         int64_t version;
         cJSON *rep;
@@ -365,7 +360,7 @@ static void client_hello(struct client *c, uint64_t id, cJSON *req)
                 return;
         cJSON_AddNumberToObject(rep, "protocol", PROTO_VERSION);
         cJSON_AddStringToObject(rep, "daemon", "ferryd/" FERRY_VERSION_STRING);
-        cJSON_AddStringToObject(rep, "backend", d->cfg.backend);
+        cJSON_AddStringToObject(rep, "backend", c->host->backend);
         cJSON_AddNumberToObject(rep, "pid", getpid());
         cJSON_AddNumberToObject(rep, "uid", (double)getuid());
         client_send(c, rep);
@@ -423,7 +418,7 @@ static void client_handle_frame(struct client *c, const char *json, size_t len, 
                 cJSON_Delete(req);
                 return;
         }
-        ops_dispatch(server_daemon(c->srv), c, id, op, req, fds, n);
+        c->host->request(c->host, c, id, op, req, fds, n);
 }
 
 /* Handle the complete frames buffered, until none is left or the client is held. */
@@ -579,7 +574,7 @@ void client_read_now(struct client *c)
         client_unref(c);
 }
 
-struct client *client_new(struct server *srv, int fd, uid_t uid, gid_t gid)
+struct client *client_new(struct client_host *host, int fd, uid_t uid, gid_t gid)
 {
         struct client *c = calloc(1, sizeof(*c));
         static uint64_t serial;
@@ -588,7 +583,7 @@ struct client *client_new(struct server *srv, int fd, uid_t uid, gid_t gid)
                 close(fd);
                 return NULL;
         }
-        c->srv = srv;
+        c->host = host;
         c->fd = fd;
         c->uid = uid;
         c->gid = gid;
@@ -598,8 +593,8 @@ struct client *client_new(struct server *srv, int fd, uid_t uid, gid_t gid)
         TAILQ_INIT(&c->out);
         proto_decoder_init(&c->dec);
         proto_fdq_init(&c->fdq);
-        server_client_added(srv, c);
-        if (uv_poll_init(server_daemon(srv)->loop, &c->poll, fd) == 0) {
+        host->added(host, c);
+        if (uv_poll_init(host->loop, &c->poll, fd) == 0) {
                 c->poll.data = c;
                 c->poll_open = true;
                 client_update_poll(c);

@@ -21,12 +21,31 @@
 
 #include <cjson/cJSON.h>
 
+#include <uv.h>
+
 struct client;
-struct server;
 struct request;
 
+/*
+ * What a connection needs from the listener that accepted it; the listener
+ * keeps it alive longer than its connections. A connection knows nothing
+ * else of the daemon: requests go to request(), the end of a connection to
+ * gone().
+ */
+struct client_host {
+        uv_loop_t *loop;
+        const char *backend; /* named in hello's reply */
+        size_t queued;       /* bytes of replies queued to all its clients */
+        /* The connection is open (first) and ended (last, from client_close()). */
+        void (*added)(struct client_host *host, struct client *c);
+        void (*gone)(struct client_host *host, struct client *c);
+        /* A request after hello, with the descriptors its frame carried (taken over). */
+        void (*request)(struct client_host *host, struct client *c, uint64_t id, const char *op,
+                        cJSON *req, int *fds, int nfds);
+};
+
 /* Take over the accepted socket `fd` of peer uid/gid; NULL (fd closed) when out of memory. */
-struct client *client_new(struct server *srv, int fd, uid_t uid, gid_t gid);
+struct client *client_new(struct client_host *host, int fd, uid_t uid, gid_t gid);
 /* Refuse at once: one error reply, then the connection ends. */
 void client_refuse(struct client *c, uint64_t id, int code, const char *msg);
 /* Read and handle what the client already sent, without waiting for the loop. */

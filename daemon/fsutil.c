@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 #include "proto.h"
 #include "util.h"
 

@@ -30,7 +30,7 @@
 
 #include <curl/curl.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 
 #define HTTP_USER_AGENT "ferry/" FERRY_VERSION_STRING

@@ -16,7 +16,7 @@
 #include "backend.h"
 #include "cache.h"
 #include "daemon.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 #include "recovery.h"
 #include "scheduler.h"

@@ -23,7 +23,7 @@
 #include "backend.h"
 #include "connection.h"
 #include "daemon.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "job.h"
 #include "log.h"
 #include "ops.h"

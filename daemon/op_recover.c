@@ -19,7 +19,7 @@
 #include <uv.h>
 
 #include "daemon.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "job.h"
 #include "log.h"
 #include "ops.h"

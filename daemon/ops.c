@@ -10,7 +10,7 @@
 #include "backend.h"
 #include "cache.h"
 #include "daemon.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 #include "proto.h"
 #include "recovery.h"

@@ -13,7 +13,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 #include "spool.h"
 #include "store.h"

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 #include "job.h"
 #include "log.h"
 #include "proto.h"

@@ -7,7 +7,7 @@
 
 #include "backend.h"
 #include "config.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "job.h"
 #include "log.h"
 #include "spool.h"

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,9 @@
 
 #include "connection.h"
 #include "daemon.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
+#include "ops.h"
 #include "proto.h"
 #include "util.h"
 
@@ -43,7 +45,7 @@ struct server {
         struct client *clients;
         int nclients;
         int max_clients; /* within the descriptor limit */
-        size_t queued;
+        struct client_host host; /* what connections see of the server */
         struct {
                 int64_t last_ms;
                 uint64_t count, logged;
@@ -71,31 +73,32 @@ static void server_note(struct server *srv, enum refusal kind, uid_t uid)
         srv->refusals[kind].last_ms = now;
 }
 
-struct daemon *server_daemon(struct server *srv)
+static struct server *host_server(struct client_host *host)
 {
-        return srv->d;
+        return (struct server *)((char *)host - offsetof(struct server, host));
 }
 
-void server_client_added(struct server *srv, struct client *c)
+static void server_client_added(struct client_host *host, struct client *c)
 {
+        struct server *srv = host_server(host);
+
         client_link(c, &srv->clients);
         srv->nclients++;
 }
 
-void server_client_gone(struct server *srv, struct client *c)
+static void server_client_gone(struct client_host *host, struct client *c)
 {
+        struct server *srv = host_server(host);
+
         client_unlink(c, &srv->clients);
         srv->nclients--;
+        ops_client_closed(c);
 }
 
-size_t server_queued(const struct server *srv)
+static void server_client_request(struct client_host *host, struct client *c, uint64_t id,
+                                  const char *op, cJSON *req, int *fds, int nfds)
 {
-        return srv->queued;
-}
-
-void server_account_queued(struct server *srv, int64_t delta)
-{
-        srv->queued = (size_t)((int64_t)srv->queued + delta);
+        ops_dispatch(host_server(host)->d, c, id, op, req, fds, nfds);
 }
 
 /*
@@ -224,7 +227,7 @@ static void server_accept_one(struct server *srv, int fd)
                 close(fd);
                 return;
         }
-        c = client_new(srv, fd, cred.uid, cred.gid);
+        c = client_new(&srv->host, fd, cred.uid, cred.gid);
         if (c == NULL)
                 return;
         if (!server_peer_allowed(srv, fd, cred.uid, cred.gid)) {
@@ -465,6 +468,11 @@ int server_start(struct server **out, struct daemon *d, char *err, size_t errlen
         }
         srv->d = d;
         srv->reserve_fd = -1;
+        srv->host = (struct client_host){.loop = d->loop,
+                                         .backend = d->cfg.backend,
+                                         .added = server_client_added,
+                                         .gone = server_client_gone,
+                                         .request = server_client_request};
         snprintf(srv->path, sizeof(srv->path), "%s", d->cfg.socket_path);
         srv->fd = server_activated_fd();
         if (srv->fd >= 0) {

@@ -26,12 +26,4 @@ int server_start(struct server **out, struct daemon *d, char *err, size_t errlen
 /* Close the listener and every client; frees the server once handles are closed. */
 void server_stop(struct server *srv);
 
-/* For connection.c. */
-struct daemon *server_daemon(struct server *srv);
-void server_client_added(struct server *srv, struct client *c);
-void server_client_gone(struct server *srv, struct client *c);
-/* Bytes queued to all clients (a reply to one is added with +n, written with -n). */
-size_t server_queued(const struct server *srv);
-void server_account_queued(struct server *srv, int64_t delta);
-
 #endif

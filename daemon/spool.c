@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 #include "proto.h"
 #include "util.h"

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 #include "sqlutil.h"
 #include "util.h"

@@ -16,7 +16,7 @@
 
 #include <openssl/evp.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 
 int64_t util_now_ms(void)
 {

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 #include "store.h"
 

@@ -1,7 +1,7 @@
 /* errors.c — the FERRY_E* table: messages and wire names, generated from one X-macro. */
 #include <string.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 
 const char *ferry_strerror(int err)
 {

@@ -16,7 +16,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 
 /*
  * Bump whenever the wire contract changes (ops, fields, or their meaning).

@@ -14,47 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ferry_base.h" /* FERRY_VERSION_STRING, the FERRY_E* codes */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define FERRY_VERSION_STRING "0.1.0"
-
-/* XX(suffix, value, wire name, message): one table for codes, names, messages. */
-#define FERRY_ERRNO_MAP(XX)                                                                        \
-        XX(EINVAL, -1, "invalid_argument", "invalid argument")                                     \
-        XX(ENOTFOUND, -2, "not_found", "not found")                                                \
-        XX(EEXIST, -3, "exists", "already exists")                                                 \
-        XX(ENOSPC, -4, "no_space", "spool or disk full")                                           \
-        XX(EPROTO, -5, "protocol_error", "malformed message")                                      \
-        XX(EVERSION, -6, "protocol_mismatch", "protocol version mismatch")                         \
-        XX(EUNKNOWNOP, -7, "unknown_op", "unknown operation")                                      \
-        XX(EIO, -8, "io_error", "input/output error")                                              \
-        XX(ECONNECT, -9, "connect_failed", "cannot connect to ferryd")                             \
-        XX(ETIMEDOUT, -10, "timeout", "timed out")                                                 \
-        XX(ECLOSED, -11, "connection_closed", "connection closed by ferryd")                       \
-        XX(ENOMEM, -12, "out_of_memory", "out of memory")                                          \
-        XX(EPERM, -13, "permission_denied", "permission denied")                                   \
-        XX(ENOTREADY, -14, "not_ready", "artifact version not ready")                              \
-        XX(EBACKEND, -15, "backend_error", "backend error")                                        \
-        XX(EINTERNAL, -16, "internal", "internal error")                                           \
-        XX(ETOOBIG, -17, "frame_too_large", "message too large")                                   \
-        XX(EBUSY, -18, "busy", "ferryd is busy")                                                   \
-        XX(EUNSAFE, -19, "unsafe_path", "path escapes the target directory")                       \
-        XX(EFAILED, -20, "failed", "operation failed")
-
-enum ferry_errno {
-#define FERRY_ERRNO_ENUM(suffix, value, name, msg) FERRY_##suffix = value,
-        FERRY_ERRNO_MAP(FERRY_ERRNO_ENUM)
-#undef FERRY_ERRNO_ENUM
-};
-
-/* Message for a FERRY_E* code; "unknown error" for anything else. Never NULL. */
-const char *ferry_strerror(int err);
-/* Wire name of a FERRY_E* code ("invalid_argument", ...); "unknown" otherwise. */
-const char *ferry_err_name(int err);
-/* The code for a wire name; FERRY_EINTERNAL for names this version does not know. */
-int ferry_err_from_name(const char *name);
 
 /* Free a string or buffer that libferry handed to the caller. */
 void ferry_free(void *ptr);
@@ -252,6 +216,19 @@ int ferry_pause(struct ferry_client *client, int paused, char **json);
  * `clear`.
  */
 int ferry_cache(struct ferry_client *client, int clear, char **json);
+
+/*
+ * Requeue failed job `job`, or every failed job when `job` < 0. *json
+ * (optional) receives {"requeued": n}.
+ */
+int ferry_retry(struct ferry_client *client, int64_t job, char **json);
+
+/*
+ * Re-queue the versions whose snapshots ferryd set aside in quarantine, from
+ * the manifests the files carry. *json (optional) receives {"versions",
+ * "files", "partial", "skipped", "orphans"} (see `ferry recover`).
+ */
+int ferry_recover(struct ferry_client *client, char **json);
 
 /* `spec` is [workspace/]name[:version_or_alias]. *json is the version. */
 int ferry_get(struct ferry_client *client, const char *spec, char **json);
