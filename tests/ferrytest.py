@@ -169,7 +169,8 @@ class RawClient:
         if fds:
             sent = socket.send_fds(self.sock, [data], list(fds))
             data = data[sent:]
-        self.sock.sendall(data)
+        if data:  # sendall() sends even b"", which fails once ferryd has hung up
+            self.sock.sendall(data)
 
     def read_frame(self):
         """The next frame as a dict, or None when the daemon closed the connection."""
