@@ -1,4 +1,5 @@
-/* requests.c — libferry's typed requests: experiments, wait, status, get, ls, pause, cache. */
+/* requests.c — libferry's typed requests: experiments, wait, status, get, ls, retry, recover,
+ * pause, cache. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,22 +143,56 @@ int ferry_wait(struct ferry_client *client, const int64_t *jobs, size_t njobs, i
         return rc;
 }
 
-int ferry_status(struct ferry_client *client, char **json)
+/*
+ * The skeleton of a typed request: `op` with the fields of `fields` (taken
+ * over; NULL when none), the reply checked to hold `must` (a number, an array
+ * or a boolean, as `is` says; NULL: nothing checked) and handed to *json.
+ */
+static int typed_call(struct ferry_client *client, enum proto_op op, cJSON *fields,
+                      const char *must, cJSON_bool (*is)(const cJSON *), char **json)
 {
-        cJSON *req, *rep = NULL;
+        cJSON *req, *rep = NULL, *f;
         int rc;
 
         if (json != NULL)
                 *json = NULL;
-        if (client == NULL)
+        if (client == NULL) {
+                cJSON_Delete(fields);
                 return FERRY_EINVAL;
-        req = client_request(client, proto_op_name(PROTO_OP_STATUS));
-        if (req == NULL)
+        }
+        req = client_request(client, proto_op_name(op));
+        if (req == NULL) {
+                cJSON_Delete(fields);
                 return client_nomem(client);
+        }
+        while (fields != NULL && (f = fields->child) != NULL) {
+                cJSON_DetachItemViaPointer(fields, f);
+                cJSON_AddItemToObject(req, f->string, f);
+        }
+        cJSON_Delete(fields);
         rc = client_call(client, req, client->timeout_ms, &rep);
         if (rc != 0)
                 return rc;
+        if (must != NULL && !is(cJSON_GetObjectItemCaseSensitive(rep, must))) {
+                cJSON_Delete(rep);
+                return client_bad_reply(client, proto_op_name(op), must);
+        }
         return client_reply_out(client, rep, json);
+}
+
+/* The fields object of a typed request, or NULL when out of memory (the call then says so). */
+static cJSON *fields_of(cJSON *obj, bool ok)
+{
+        if (!ok) {
+                cJSON_Delete(obj);
+                return NULL;
+        }
+        return obj;
+}
+
+int ferry_status(struct ferry_client *client, char **json)
+{
+        return typed_call(client, PROTO_OP_STATUS, NULL, NULL, NULL, json);
 }
 
 /* Check a [workspace/]name[:version_or_alias] spec before it is sent. */
@@ -263,99 +298,47 @@ again:
 
 int ferry_retry(struct ferry_client *client, int64_t job, char **json)
 {
-        cJSON *req, *rep = NULL;
-        int rc;
+        cJSON *f = cJSON_CreateObject();
 
-        if (json != NULL)
-                *json = NULL;
-        if (client == NULL)
-                return FERRY_EINVAL;
-        req = client_request(client, proto_op_name(PROTO_OP_RETRY));
-        if (req == NULL || (job < 0 ? !cJSON_AddTrueToObject(req, "all")
-                                    : !cJSON_AddNumberToObject(req, "job", (double)job))) {
-                cJSON_Delete(req);
+        f = fields_of(f, f != NULL &&
+                             (job < 0 ? cJSON_AddTrueToObject(f, "all") != NULL
+                                      : cJSON_AddNumberToObject(f, "job", (double)job) != NULL));
+        if (f == NULL && client != NULL)
                 return client_nomem(client);
-        }
-        rc = client_call(client, req, client->timeout_ms, &rep);
-        if (rc != 0)
-                return rc;
-        return client_reply_out(client, rep, json);
+        return typed_call(client, PROTO_OP_RETRY, f, "requeued", cJSON_IsNumber, json);
 }
 
 int ferry_recover(struct ferry_client *client, char **json)
 {
-        cJSON *req, *rep = NULL;
-        int rc;
-
-        if (json != NULL)
-                *json = NULL;
-        if (client == NULL)
-                return FERRY_EINVAL;
-        req = client_request(client, proto_op_name(PROTO_OP_RECOVER));
-        if (req == NULL)
-                return client_nomem(client);
-        rc = client_call(client, req, client->timeout_ms, &rep);
-        if (rc != 0)
-                return rc;
-        return client_reply_out(client, rep, json);
+        return typed_call(client, PROTO_OP_RECOVER, NULL, "versions", cJSON_IsNumber, json);
 }
 
 int ferry_pause(struct ferry_client *client, int paused, char **json)
 {
-        cJSON *req, *rep = NULL;
-        int rc;
+        cJSON *f = cJSON_CreateObject();
 
-        if (json != NULL)
-                *json = NULL;
-        if (client == NULL)
-                return FERRY_EINVAL;
-        req = client_request(client, proto_op_name(PROTO_OP_PAUSE));
-        if (req == NULL || !cJSON_AddBoolToObject(req, "paused", paused != 0)) {
-                cJSON_Delete(req);
+        f = fields_of(f, f != NULL && cJSON_AddBoolToObject(f, "paused", paused != 0) != NULL);
+        if (f == NULL && client != NULL)
                 return client_nomem(client);
-        }
-        rc = client_call(client, req, client->timeout_ms, &rep);
-        if (rc != 0)
-                return rc;
-        if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(rep, "paused"))) {
-                cJSON_Delete(rep);
-                return client_bad_reply(client, "pause", "paused");
-        }
-        return client_reply_out(client, rep, json);
+        return typed_call(client, PROTO_OP_PAUSE, f, "paused", cJSON_IsBool, json);
 }
 
 int ferry_cache(struct ferry_client *client, int clear, char **json)
 {
-        cJSON *req, *rep = NULL;
-        int64_t bytes;
-        int rc;
+        cJSON *f = cJSON_CreateObject();
 
-        if (json != NULL)
-                *json = NULL;
-        if (client == NULL)
-                return FERRY_EINVAL;
-        req = client_request(client, proto_op_name(PROTO_OP_CACHE));
-        if (req == NULL || (clear && !cJSON_AddTrueToObject(req, "clear"))) {
-                cJSON_Delete(req);
+        f = fields_of(f, f != NULL && (!clear || cJSON_AddTrueToObject(f, "clear") != NULL));
+        if (f == NULL && client != NULL)
                 return client_nomem(client);
-        }
-        rc = client_call(client, req, client->timeout_ms, &rep);
-        if (rc != 0)
-                return rc;
-        if (proto_get_int(rep, "bytes", true, 0, &bytes, NULL, 0) != 0) {
-                cJSON_Delete(rep);
-                return client_bad_reply(client, "cache", "bytes");
-        }
-        return client_reply_out(client, rep, json);
+        return typed_call(client, PROTO_OP_CACHE, f, "bytes", cJSON_IsNumber, json);
 }
 
 int ferry_ls(struct ferry_client *client, const char *state, int limit, char **json)
 {
         static const char *const states[] = {"active", "queued",    "failed",
                                              "done",   "cancelled", "all"};
-        cJSON *req, *rep = NULL;
+        cJSON *f;
         size_t i;
-        int rc;
 
         if (json != NULL)
                 *json = NULL;
@@ -374,18 +357,10 @@ int ferry_ls(struct ferry_client *client, const char *state, int limit, char **j
         if (limit > FERRY_LS_LIMIT_MAX)
                 return client_fail(client, FERRY_EINVAL, "the limit must be 1 to %d, not %d",
                                    FERRY_LS_LIMIT_MAX, limit);
-        req = client_request(client, proto_op_name(PROTO_OP_LS));
-        if (req == NULL || !client_add_string_opt(req, "state", state) ||
-            (limit > 0 && !cJSON_AddNumberToObject(req, "limit", limit))) {
-                cJSON_Delete(req);
+        f = cJSON_CreateObject();
+        f = fields_of(f, f != NULL && client_add_string_opt(f, "state", state) &&
+                             (limit <= 0 || cJSON_AddNumberToObject(f, "limit", limit) != NULL));
+        if (f == NULL)
                 return client_nomem(client);
-        }
-        rc = client_call(client, req, client->timeout_ms, &rep);
-        if (rc != 0)
-                return rc;
-        if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(rep, "items"))) {
-                cJSON_Delete(rep);
-                return client_bad_reply(client, "ls", "items");
-        }
-        return client_reply_out(client, rep, json);
+        return typed_call(client, PROTO_OP_LS, f, "items", cJSON_IsArray, json);
 }

@@ -21,7 +21,7 @@
 
 #include "check.h"
 #include "testutil.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 
 #define BLOB 1000

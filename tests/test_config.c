@@ -18,7 +18,7 @@
 
 #include "check.h"
 #include "testutil.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 #include "scheduler.h"
 

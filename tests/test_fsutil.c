@@ -23,7 +23,7 @@
 
 #include "check.h"
 #include "testutil.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 
 static char tmpdir[] = "/tmp/ferry-test-fsutil-XXXXXX";

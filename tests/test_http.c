@@ -24,7 +24,7 @@
 #include <openssl/evp.h>
 
 #include "check.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 
 #define MIB (1024 * 1024)

@@ -13,7 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "check.h"
-#include "ferry.h"
+#include "ferry_base.h"
 
 /* ---- helpers -------------------------------------------------------------- */
 

@@ -25,7 +25,7 @@
 
 #include "check.h"
 #include "testutil.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "log.h"
 #include "util.h"
 

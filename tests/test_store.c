@@ -26,7 +26,7 @@
 
 #include "check.h"
 #include "testutil.h"
-#include "ferry.h"
+#include "ferry_base.h"
 #include "job.h"
 #include "log.h"
 #include "recovery.h"

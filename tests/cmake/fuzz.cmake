@@ -68,7 +68,7 @@ foreach(dir ${ferry_fuzz_proto_incs} ${CJSON_INCLUDE_DIRS})
   list(APPEND ferry_fuzz_includes -I${dir})
 endforeach()
 file(GLOB ferry_fuzz_headers CONFIGURE_DEPENDS ${FERRY_FUZZ_SRC}/*.h ${ferry_fuzz_proto_dir}/*.h
-     ${PROJECT_SOURCE_DIR}/client/include/*.h)
+     ${ferry_fuzz_proto_dir}/include/*.h)
 
 set(ferry_fuzz_outputs "")
 foreach(target ${FERRY_FUZZ_TARGETS})

@@ -8,3 +8,7 @@ ferry_c_test(test_fsutil test_fsutil.c)
 ferry_c_test(test_config test_config.c)
 ferry_c_test(test_writer test_writer.c)
 ferry_c_test(test_recovery test_recovery.c)
+
+# The daemon's include graph: no circle between its modules, no header of client/.
+add_test(NAME include_graph COMMAND ${FERRY_PYTHON} ${PROJECT_SOURCE_DIR}/tests/include_graph.py
+                                    ${PROJECT_SOURCE_DIR})

@@ -20,7 +20,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 #include "fuzz_common.h"
 
 #define FLAG_CHUNK_MASK 0x07 /* how chunk sizes are drawn: see chunk_size() */

@@ -20,7 +20,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "ferry.h"
+#include "ferry_base.h"
 #include "fuzz_common.h"
 
 #define MAX_DEPTH 4    /* how deep fields are walked */
