@@ -286,6 +286,11 @@ static void daemon_reload(struct daemon *d)
                 file = d->cfg.config_file[0] ? d->cfg.config_file : "no settings file";
                 log_info("reloaded the settings (%s): %s%s", file,
                          applied[0] ? "applied " : "nothing changed", applied[0] ? applied : "");
+                log_debug("settings in force: log_level %s, workspace %s, project %s, "
+                          "spool_budget %lld, spool_min_free %lld, cache_budget %lld, max_jobs %d",
+                          d->cfg.log_level, d->cfg.workspace, d->cfg.project,
+                          (long long)d->cfg.spool_budget, (long long)d->cfg.spool_min_free,
+                          (long long)d->cfg.cache_budget, d->cfg.max_jobs);
                 if (pending[0])
                         log_warn("changed but applied only by a restart (the old values stay "
                                  "until then): %s",
