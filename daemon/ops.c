@@ -505,7 +505,7 @@ static void op_retry(struct request *req)
 static void cancel_done(void *data, const struct scheduler_cancel_result *r)
 {
         struct request *req = data;
-        long long id = id;
+        long long id = (long long)r->job;
         cJSON *rep;
 
         req->cancel = NULL;
