@@ -8,11 +8,14 @@
   `pkg-config --cflags --libs ferry` and talks to the packaged ferryd, and
   Debian's /usr/bin/python3 imports the packaged binding, which loads
   libferry.so.0 through the loader, and logs through the packaged ferryd.
-- As root, `apt install ./build-deb/ferry_*.deb` for real, inside a private
-  mount namespace whose /usr, /etc and /var are overlays (nothing reaches the
-  machine): then the binding imports with no help at all (ldconfig ran),
-  pkg-config finds ferry, the user "ferry" exists, and systemd-analyze
-  verifies the installed units.
+- As root, README's Install section for real, every block as written
+  (`apt install ./build-deb/ferry_*.deb`, `cmake --install build`, a venv,
+  `systemctl enable`), inside a private mount namespace whose /usr, /etc and
+  /var are overlays (nothing reaches the machine): then Debian's python3
+  imports the binding with no help at all (ldconfig ran), pkg-config finds
+  ferry, the user "ferry" exists, the units are enabled, and systemd-analyze
+  verifies the installed units. systemctl runs offline there (no manager is
+  touched): `--now` is dropped and `--user` enables for every user.
 - systemd-analyze verify passes on the units (as installed, pointing at the
   built ferryd), with no warning.
 
@@ -28,10 +31,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-import textwrap
 import unittest
 
 from ferrytest import BUILD_DIR, FERRYD, PROTOCOL, SOURCE_DIR, RawClient, wait_for
+from readme import install_blocks
 
 PACKAGE_DIR = os.path.join(SOURCE_DIR, "build-deb")
 MULTIARCH = subprocess.run(["gcc", "-dumpmachine"], capture_output=True,
@@ -259,60 +262,107 @@ class Package(unittest.TestCase):
 
     @unittest.skipUnless(os.geteuid() == 0, "installing the package needs root (overlay mounts)")
     @unittest.skipUnless(shutil.which("unshare") and shutil.which("apt"), "needs unshare and apt")
-    def test_apt_install_in_an_overlay(self):
+    def test_readme_install_blocks_in_an_overlay(self):
+        """README's Install section, every block as written, inside overlay mounts."""
         upper = os.path.join(self.tmp, "overlay")
-        data = os.path.join(self.tmp, "data.csv")
-        with open(data, "w") as f:
-            f.write("x\n")
-        script = os.path.join(self.tmp, "inside.sh")
-        with open(script, "w") as f:
-            f.write(textwrap.dedent("""\
-                set -eu
-                mount --make-rprivate /
-                for d in usr etc var; do
-                    mkdir -p "$UPPER/$d/u" "$UPPER/$d/w"
-                    mount -t overlay overlay -o lowerdir=/$d,upperdir=$UPPER/$d/u,workdir=$UPPER/$d/w /$d
-                done
-                cd "$SOURCE_DIR"
-                # README's command, as written:
-                apt install ./build-deb/ferry_*.deb
-                echo "== installed"
-                getent passwd ferry
-                ferryd --version
-                pkg-config --cflags --libs ferry
-                python3 -c 'import ferry, ferry._native as n; n.library(); print("lib", n.library_path(), ferry.__file__)'
-                man -w ferryd ferry
-                systemd-analyze verify /usr/lib/systemd/system/ferryd.socket \
-                    /usr/lib/systemd/system/ferryd.service >"$UPPER/verify.log" 2>&1
-                mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-                systemd-analyze verify --user /usr/lib/systemd/user/ferryd.socket \
-                    /usr/lib/systemd/user/ferryd.service >>"$UPPER/verify.log" 2>&1
-                echo "== verified"
-                """))
-        env = clean_env(UPPER=upper, SOURCE_DIR=SOURCE_DIR, DEBIAN_FRONTEND="noninteractive",
-                        XDG_RUNTIME_DIR=os.path.join(self.tmp, "xdg"), HOME=self.tmp)
         probe = subprocess.run(["unshare", "-m", "sh", "-c",
                                 "mount --make-rprivate / && mkdir -p %s/p/u %s/p/w && mount -t "
                                 "overlay overlay -o lowerdir=/etc,upperdir=%s/p/u,workdir=%s/p/w "
                                 "/etc" % ((self.tmp,) * 4)], capture_output=True, text=True)
         if probe.returncode != 0:
             self.skipTest("overlay mounts are not allowed here: %s" % probe.stderr.strip())
-        p = subprocess.run(["unshare", "-m", "bash", script], env=env, capture_output=True,
-                           text=True, timeout=600, stdin=subprocess.DEVNULL)
+        # `cmake --install build` installs the suite's own build when the tree has no build/.
+        link = os.path.join(SOURCE_DIR, "build")
+        if not os.path.exists(link):
+            os.symlink(BUILD_DIR, link)
+            self.addCleanup(os.unlink, link)
+        blocks = install_blocks()
+        script = [SETUP_OVERLAY]
+        for i, b in enumerate(blocks):
+            script.append('echo "== block %d (%s)"\n' % (i, b))
+            script.append(b.text)
+        script.append(CHECKS)
+        path = os.path.join(self.tmp, "inside.sh")
+        with open(path, "w") as f:
+            f.write("".join(script))
+        env = clean_env(UPPER=upper, SOURCE_DIR=SOURCE_DIR, DEBIAN_FRONTEND="noninteractive",
+                        HOME="/tmp/home", XDG_RUNTIME_DIR="/tmp/xdg")
+        p = subprocess.run(["unshare", "-m", "bash", "-e", "-u", path], env=env,
+                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
         out = p.stdout + p.stderr
         self.assertEqual(p.returncode, 0, out)
-        self.assertIn("== verified", p.stdout)
-        after = p.stdout.split("== installed", 1)[1]
+        self.assertEqual(p.stdout.count("== block "), len(blocks))
+        self.assertIn("== checked", p.stdout)
+        after = p.stdout.split("== checks", 1)[1]
+        # The package: its user, its binding found by Debian's python3 with no help (ldconfig
+        # ran through the trigger), pkg-config, man pages.
         self.assertRegex(after, re.compile(r"^ferry:x:\d+:\d+:", re.M))
-        self.assertIn("ferryd 0.1.0", after)
+        self.assertIn("package-binding libferry.so.0 /usr/lib/python3/dist-packages/ferry/", after)
         self.assertIn("-lferry", after)
-        self.assertIn("lib libferry.so.0 /usr/lib/python3/dist-packages/ferry/__init__.py", after)
-        # systemd-analyze verify said nothing (a warning is a failure).
-        with open(os.path.join(upper, "verify.log")) as f:
-            self.assertEqual(f.read(), "")
+        self.assertRegex(after, r"/usr/(local/)?(share/)?man/man8/ferryd.8")
+        # cmake --install: /usr/local, and ldconfig ran (the loader's cache has it).
+        self.assertRegex(after, r"libferry\.so\.0 \(.*\) => /usr/local/lib/libferry\.so\.0")
+        self.assertIn("local-binding libferry.so.0 /usr/local/lib/python3", after)
+        # The venv.
+        self.assertIn("venv-binding /tmp/ferry-venv/lib/python3", after)
+        # systemctl enabled the units (offline: see the shim).
+        self.assertIn("enabled /etc/systemd/system/sockets.target.wants/ferryd.socket", after)
+        self.assertIn("enabled /etc/systemd/user/sockets.target.wants/ferryd.socket", after)
+        # systemd-analyze verify said nothing about the installed units.
+        self.assertNotIn("VERIFY:", out)
         # The installed files went to the overlays, not to the machine.
         self.assertTrue(os.path.exists(os.path.join(upper, "usr/u/bin/ferryd")))
         self.assertEqual(os.path.exists("/usr/lib/sysusers.d/ferry.conf"), self.sysusers_before)
+
+
+# Inside `unshare -m`: /usr, /etc and /var become overlays whose changes land in $UPPER
+# and vanish with the namespace; /tmp is a fresh tmpfs (the venv block writes there).
+SETUP_OVERLAY = r"""
+mount --make-rprivate /
+for d in usr etc var; do
+    mkdir -p "$UPPER/$d/u" "$UPPER/$d/w"
+    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$UPPER/$d/u,workdir=$UPPER/$d/w" "/$d"
+done
+mount -t tmpfs tmpfs /tmp
+mkdir -p /tmp/shim /tmp/home "$XDG_RUNTIME_DIR"
+chmod 700 "$XDG_RUNTIME_DIR"
+# No systemd manager may be touched from a test (none runs here, and a real one is the
+# machine's): README's systemctl lines enable units offline. --now needs a running manager
+# and is dropped; --user becomes --global (the same symlinks, for every user).
+cat >/tmp/shim/systemctl <<'SHIM'
+#!/bin/sh
+args=""
+for a in "$@"; do
+    case "$a" in
+        --now) ;;
+        --user) args="$args --global" ;;
+        *) args="$args $a" ;;
+    esac
+done
+echo "systemctl (offline):$args"
+exec /usr/bin/systemctl $args
+SHIM
+chmod 755 /tmp/shim/systemctl
+export PATH=/tmp/shim:$PATH
+cd "$SOURCE_DIR"
+"""
+
+CHECKS = r"""
+echo "== checks"
+getent passwd ferry
+pkg-config --cflags --libs ferry
+man -w ferryd ferry
+/usr/bin/python3 -I -c 'import sys; sys.path = [p for p in sys.path if "/usr/local/" not in p]; import ferry, ferry._native as n; n.library(); print("package-binding", n.library_path(), ferry.__file__)'
+/usr/bin/python3 -c 'import ferry, ferry._native as n; n.library(); print("local-binding", n.library_path(), ferry.__file__)'
+/tmp/ferry-venv/bin/python -c 'import ferry; print("venv-binding", ferry.__file__)'
+ldconfig -p | grep libferry
+for l in /etc/systemd/system/sockets.target.wants/ferryd.socket /etc/systemd/user/sockets.target.wants/ferryd.socket; do
+    test -L "$l" && echo "enabled $l"
+done
+systemd-analyze verify /usr/lib/systemd/system/ferryd.socket /usr/lib/systemd/system/ferryd.service 2>&1 | sed 's/^/VERIFY: /'
+systemd-analyze verify --user /usr/lib/systemd/user/ferryd.socket /usr/lib/systemd/user/ferryd.service 2>&1 | sed 's/^/VERIFY: /'
+echo "== checked"
+"""
 
 
 @unittest.skipUnless(shutil.which("systemd-analyze"),
