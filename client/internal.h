@@ -29,14 +29,14 @@
 struct ferry_download;
 
 struct ferry_client {
-        int fd;                    /* the connection, or -1 once closed */
-        uint64_t next_id;          /* id of the next request; 0 is never used */
-        int timeout_ms;            /* limit for typed requests; <= 0: none */
-        int limit_ms;              /* limit of the request in flight, for messages */
-        struct proto_decoder dec;  /* bytes received and not yet consumed */
-        struct proto_fdq fdq;      /* descriptors received and not yet matched to a frame */
-        uint64_t rx_total;         /* bytes received */
-        uint64_t rx_consumed;      /* bytes of the frames taken out */
+        int fd;                   /* the connection, or -1 once closed */
+        uint64_t next_id;         /* id of the next request; 0 is never used */
+        int timeout_ms;           /* limit for typed requests; <= 0: none */
+        int limit_ms;             /* limit of the request in flight, for messages */
+        struct proto_decoder dec; /* bytes received and not yet consumed */
+        struct proto_fdq fdq;     /* descriptors received and not yet matched to a frame */
+        uint64_t rx_total;        /* bytes received */
+        uint64_t rx_consumed;     /* bytes of the frames taken out */
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
         char backend[32];          /* from the hello reply */
         char err[FERRY_ERR_MAX];   /* the last failure, one sentence */
