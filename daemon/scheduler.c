@@ -1023,7 +1023,7 @@ static void scheduler_tick(struct scheduler *s)
                         want = (int)(sizeof(ids) / sizeof(ids[0]));
                 n = store_jobs_due(s->store, now, ids, want);
                 for (i = 0; i < n && room > 0 && s->online && !s->stopping; i++) {
-                        if (scheduler_is_running(s, ids[i]))
+                        if (scheduler_is_running(s, ids[i]) || scheduler_cancelling(s, ids[i]))
                                 continue;
                         scheduler_start_job(s, ids[i]);
                         room--;
