@@ -1020,9 +1020,12 @@ static void comet_cancel(struct backend *be, struct job *job)
         backend_result_set(&r, BACKEND_TRANSIENT, "cancelled", "cancelled by `ferry cancel`");
         r.cancelled = true;
         comet_fail(cd, &r);
-        /* Their callbacks come later (deferred), each ending its call. */
-        for (call = cd->calls; call != NULL; call = call->next)
-                http_engine_cancel(cb->http, call->req);
+        /* Their callbacks come later (deferred), each ending its call. An upsert in flight
+         * may create the version: its answer is awaited, so that the version is recorded
+         * and then set to ERROR instead of staying OPEN on Comet unknown to the queue. */
+        if (cd->step != STEP_UPSERT)
+                for (call = cd->calls; call != NULL; call = call->next)
+                        http_engine_cancel(cb->http, call->req);
         if (cd->inflight == 0 && cd->committing == 0 && !cd->probing)
                 comet_delivery_advance(cd);
 }

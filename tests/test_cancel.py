@@ -124,6 +124,19 @@ class CancelComet(CometTestCase):
         self.assertEqual(self.versions("slow")[0]["assets"], [])
         self.assertIn("job %d: slow cancelled (it was running)" % job, d.log())
 
+    def test_cancel_during_the_upsert_waits_for_it_and_sets_error(self):
+        """A cut upsert could leave a version OPEN on Comet that the queue never heard of."""
+        d = self.daemon
+        self.standin.set_faults([{"endpoint": "upsert", "delay": 2, "count": 1}])
+        job = d.cli_json("log", "mid-upsert", self.write("m.bin", b"m" * 10))["job"]
+        wait_for(lambda: self.state()["counts"].get("upsert", 0) >= 1, 20,
+                 what="the upsert to arrive")
+        rep = d.cli_json("cancel", job)
+        self.assertEqual(rep["was"], "running")
+        self.assertRegex(rep["remote"] or "", r"was set to ERROR$")
+        self.assertEqual(self.version_state("mid-upsert"), "ERROR")
+        self.assertEqual(self.state()["counts"].get("uploadAsset", 0), 0)
+
     def test_failed_item_with_an_open_version(self):
         d = self.daemon
         self.standin.set_faults([{"endpoint": "uploadAsset", "status": 400,
