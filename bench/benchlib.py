@@ -611,7 +611,8 @@ def fmt_bytes(n):
     return "%d B" % n
 
 
-def print_table(title, headers, rows, notes=()):
+def print_table(title, headers, rows, notes=(), left=1):
+    """A plain-text table; the first `left` columns are left-aligned, the rest right-aligned."""
     cells = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
               for i, h in enumerate(headers)]
@@ -620,7 +621,7 @@ def print_table(title, headers, rows, notes=()):
     out.append(" | ".join(h.ljust(w) for h, w in zip(headers, widths)))
     out.append(line)
     for r in cells:
-        out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w)
+        out.append(" | ".join(c.ljust(w) if i < left else c.rjust(w)
                               for i, (c, w) in enumerate(zip(r, widths))))
     for n in notes:
         out.append(n)

@@ -62,7 +62,8 @@ struct log_batch {
         uv_work_t work;
         struct writer_op op; /* the commit */
         struct request *req;
-        struct log_version *v;
+        struct daemon *d;
+        struct log_version *v; /* may be freed before the batch */
         size_t from, to;
         bool commit; /* commit the version once the batch is in */
         int64_t id;  /* the new job's id */
@@ -574,7 +575,7 @@ static void log_batch_free(struct log_batch *b)
 /* The log ended (committed, refused or dropped): the shutdown may be waiting for it. */
 static void log_finished(struct log_batch *b)
 {
-        struct daemon *d = b->v->d;
+        struct daemon *d = b->d;
 
         log_batch_free(b);
         daemon_log_finished(d);
@@ -730,6 +731,7 @@ static void log_run_batch(struct request *req, struct log_version *v, size_t fro
         }
         b->req = req;
         b->v = v;
+        b->d = v->d;
         b->from = from;
         b->to = v->job->nassets;
         b->commit = commit;

@@ -31,6 +31,19 @@ PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.execu
 PROTOCOL = 2  # proto.h's PROTO_VERSION
 
 
+def binding_env(env, **extra):
+    """`env` for a python3 child that imports the binding from the source tree and loads the
+    built libferry (preloading the sanitizer runtimes when the build has them)."""
+    e = dict(env, FERRY_LIB=LIBFERRY, PYTHONPATH=os.path.join(SOURCE_DIR, "client", "python"),
+             PYTHONDONTWRITEBYTECODE="1")
+    preload = os.environ.get("FERRY_BINDING_PRELOAD")
+    if preload:
+        e["LD_PRELOAD"] = preload
+        e["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=1"
+    e.update(extra)
+    return e
+
+
 def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
     """Poll `predicate` until it returns a truthy value; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -169,7 +182,8 @@ class RawClient:
         if fds:
             sent = socket.send_fds(self.sock, [data], list(fds))
             data = data[sent:]
-        self.sock.sendall(data)
+        if data:  # sendall() sends even b"", which fails once ferryd has hung up
+            self.sock.sendall(data)
 
     def read_frame(self):
         """The next frame as a dict, or None when the daemon closed the connection."""

@@ -181,9 +181,8 @@ class ManyAssets(FerryTestCase):
         code = ("import ferry, sys\n"
                 "a = ferry.Experiment().get_artifact(sys.argv[1])\n"
                 "print(len(a.assets))\n")
-        env = dict(d.env, FERRY_LIB=ferrytest.LIBFERRY,
-                   PYTHONPATH=os.path.join(ferrytest.SOURCE_DIR, "client", "python"))
-        r = subprocess.run([ferrytest.PYTHON, "-c", code, name], env=env, capture_output=True,
+        r = subprocess.run([ferrytest.PYTHON, "-c", code, name], env=ferrytest.binding_env(d.env),
+                           capture_output=True,
                            text=True, timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(int(r.stdout), self.N)

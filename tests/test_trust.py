@@ -35,9 +35,8 @@ import unittest
 
 import ferrytest
 from comettest import CometTestCase
-from ferrytest import FERRY, FERRYD, LIBFERRY, PYTHON, Daemon, FerryTestCase, wait_for
+from ferrytest import FERRY, FERRYD, PYTHON, Daemon, FerryTestCase, wait_for
 
-PYDIR = os.path.join(ferrytest.SOURCE_DIR, "client", "python")
 NOBODY = pwd.getpwnam("nobody") if "nobody" in {p.pw_name for p in pwd.getpwall()} else None
 VICTIM_UID = 54321  # a user with no passwd entry, as on many clusters (LDAP ids)
 
@@ -171,10 +170,8 @@ class ClientsVerifyTheDaemon(TrustCase):
     def victim_env(self, **extra):
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("FERRY_", "XDG_", "COMET_"))}
-        env.update(HOME=self.victim_home, FERRY_LIB=LIBFERRY, PYTHONPATH=PYDIR,
-                   PYTHONDONTWRITEBYTECODE="1")
-        env.update(extra)
-        return env
+        env.update(HOME=self.victim_home)
+        return ferrytest.binding_env(env, **extra)
 
     def run_victim(self, argv, **extra):
         return subprocess.run(as_uid(VICTIM_UID, VICTIM_UID, argv), env=self.victim_env(**extra),
