@@ -19,7 +19,7 @@ import tempfile
 import time
 import unittest
 
-from ferrytest import BUILD_DIR, SOURCE_DIR
+from ferrytest import BUILD_DIR, SOURCE_DIR, binding_env
 from readme import blocks
 
 
@@ -84,7 +84,7 @@ class Readme(unittest.TestCase):
                     open(os.path.join(tmp, "out", name), "rb") as b:
                 self.assertEqual(a.read(), b.read())
         # The Python example, against the same ferryd.
-        penv = dict(env, PYTHONPATH=os.path.join(SOURCE_DIR, "client", "python"))
+        penv = binding_env(env)  # the built libferry (with the sanitizer runtimes it needs)
         p = subprocess.run(["/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3",
                             "-c", py.text], cwd=tmp, env=penv, capture_output=True, text=True,
                            timeout=120)
