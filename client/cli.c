@@ -1061,6 +1061,71 @@ static int cmd_retry(const struct command *cmd, struct cli *cli, int argc, char 
         return status;
 }
 
+/* ---- cancel ---- */
+
+static int cmd_cancel(const struct command *cmd, struct cli *cli, int argc, char **argv)
+{
+        struct ferry_client *c = NULL;
+        bool json = false;
+        char *reply = NULL;
+        char args[64];
+        cJSON *rep, *all = NULL;
+        const char *remote;
+        int64_t job;
+        int i, rc, status = 0;
+
+        if (json_only_options(cmd, argc, argv, &json, &status) != 0)
+                return status;
+        if (optind >= argc)
+                return usage(cmd, "give the ID of the item to cancel (see `ferry ls`)");
+        for (i = optind; i < argc; i++)
+                if (parse_job(argv[i], &job) != 0)
+                        return usage(cmd, "job ID \"%s\" is not a number", argv[i]);
+        if (cli_connect(cli, &c) != 0)
+                return EXIT_FAIL;
+        if (json)
+                all = xnomem(cJSON_CreateArray());
+        for (i = optind; i < argc; i++) {
+                parse_job(argv[i], &job);
+                snprintf(args, sizeof(args), "{\"job\":%lld}", (long long)job);
+                rc = ferry_call(c, "cancel", args, 0, &reply);
+                if (rc != 0) {
+                        fail_client(c, rc);
+                        status = EXIT_FAIL;
+                } else if ((rep = parse_reply(reply)) != NULL) {
+                        remote = jstr(rep, "remote");
+                        if (json) {
+                                cJSON_AddItemToArray(all, rep);
+                                rep = NULL;
+                        } else {
+                                printf("cancelled %lld (%s, was %s)\n", (long long)job,
+                                       jstr(rep, "name") ? jstr(rep, "name") : "?",
+                                       jstr(rep, "was") ? jstr(rep, "was") : "?");
+                                if (remote != NULL)
+                                        printf("  %s\n", remote);
+                        }
+                        cJSON_Delete(rep);
+                } else {
+                        status = EXIT_FAIL;
+                }
+                ferry_free(reply);
+                reply = NULL;
+        }
+        if (json) {
+                if (cJSON_GetArraySize(all) == 1) {
+                        cJSON *one = cJSON_DetachItemFromArray(all, 0);
+
+                        print_json(one);
+                        cJSON_Delete(one);
+                } else if (cJSON_GetArraySize(all) > 1) {
+                        print_json(all);
+                }
+                cJSON_Delete(all);
+        }
+        ferry_close(c);
+        return status;
+}
+
 /* ---- pause, resume, cache ---- */
 
 /* `ferry pause` and `ferry resume`: one handler, told apart by the command's name. */
@@ -1559,6 +1624,9 @@ static const struct command commands[] = {
      "  --json              print the reply as JSON\n"},
     {"retry", cmd_retry, "ID|--all [--json]", "requeue a failed item, or all of them",
      "  --all               requeue every failed item\n"
+     "  --json              print the reply as JSON\n"},
+    {"cancel", cmd_cancel, "ID... [--json]",
+     "drop queued, running or failed items: their snapshots are freed",
      "  --json              print the reply as JSON\n"},
     {"recover", cmd_recover, "[--json]",
      "re-queue the versions whose snapshots ferryd put in quarantine",
