@@ -446,10 +446,17 @@ class Bench:
                         % (rate, span, sl.pct(lat, 50) * 1e3, sl.pct(lat, 99) * 1e3,
                            max(lat) * 1e3, len(cmds)))
         self.progress(log_info)
-        st = d.status()
-        if st.get("queued") != n_versions or st.get("online"):
-            bl.die("%s: after logging, status says queued=%s online=%s (expected %d, false)"
-                   % (tag, st.get("queued"), st.get("online"), n_versions))
+        # The first delivery attempt may still be under way (running, not yet offline).
+        deadline = time.monotonic() + 30
+        while True:
+            st = d.status()
+            if st.get("queued") == n_versions and not st.get("online"):
+                break
+            if time.monotonic() > deadline:
+                bl.die("%s: after logging, status says queued=%s running=%s online=%s "
+                       "(expected %d, false)" % (tag, st.get("queued"), st.get("running"),
+                                                 st.get("online"), n_versions))
+            time.sleep(0.1)
         rss.set_phase("stop")
         t0 = time.monotonic()
         d.stop()

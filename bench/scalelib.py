@@ -398,6 +398,10 @@ def base_env(root, backend, comet_url=None, extra=None):
     else:
         env["FERRY_BACKEND"] = "local"
     env.update(extra or {})
+    # FERRY_BENCH_DAEMON_ENV="FERRY_MAX_JOBS=32 FERRY_MAX_TRANSFERS=32": settings to try.
+    for item in os.environ.get("FERRY_BENCH_DAEMON_ENV", "").split():
+        key, _, value = item.partition("=")
+        env[key] = value
     return env
 
 

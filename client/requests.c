@@ -308,6 +308,16 @@ int ferry_retry(struct ferry_client *client, int64_t job, char **json)
         return typed_call(client, PROTO_OP_RETRY, f, "requeued", cJSON_IsNumber, json);
 }
 
+int ferry_cancel(struct ferry_client *client, int64_t job, char **json)
+{
+        cJSON *f = cJSON_CreateObject();
+
+        f = fields_of(f, f != NULL && cJSON_AddNumberToObject(f, "job", (double)job) != NULL);
+        if (f == NULL && client != NULL)
+                return client_nomem(client);
+        return typed_call(client, PROTO_OP_CANCEL, f, "was", cJSON_IsString, json);
+}
+
 int ferry_recover(struct ferry_client *client, char **json)
 {
         return typed_call(client, PROTO_OP_RECOVER, NULL, "versions", cJSON_IsNumber, json);

@@ -113,6 +113,21 @@ struct backend_ops {
         void (*fetch)(struct backend *be, const cJSON *asset, backend_fetch_cb *cb, void *data);
         /* Shutting down: end in-flight deliveries now; their finished() still comes, cancelled. */
         void (*abort)(struct backend *be);
+        /*
+         * `ferry cancel` of a job being delivered: end its delivery now. Its
+         * finished() still comes: cancelled, or with the outcome it reached first
+         * (a delivery already past its last step completes).
+         */
+        void (*cancel)(struct backend *be, struct job *job);
+        /*
+         * `ferry cancel` of a job whose version exists on the backend already
+         * (job->remote_version_id set) and is not being delivered: mark that version
+         * abandoned where the backend has such a state (Comet: ERROR). done(data,
+         * note) comes once, with a sentence saying what became of the version. The
+         * job is the caller's and stays valid until then. NULL: nothing to do.
+         */
+        void (*abandon)(struct backend *be, struct job *job,
+                        void (*done)(void *data, const char *note), void *data);
         /* Release everything once no delivery is in flight; closed(data) when done. */
         void (*close)(struct backend *be, void (*closed)(void *data), void *data);
 };

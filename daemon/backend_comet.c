@@ -1005,6 +1005,103 @@ static void comet_abort(struct backend *be)
                         http_engine_cancel(cb->http, call->req);
 }
 
+/* `ferry cancel` of a running delivery: stop its requests; finished() comes, cancelled. */
+static void comet_cancel(struct backend *be, struct job *job)
+{
+        struct comet_backend *cb = be->priv;
+        struct comet_delivery *cd = job->delivery;
+        struct comet_call *call;
+        struct backend_result r;
+
+        /* Closing is its last step: a version being closed completes rather than half-stop. */
+        if (cd == NULL || cd->finished || cd->step >= STEP_CLOSE)
+                return;
+        memset(&r, 0, sizeof(r));
+        backend_result_set(&r, BACKEND_TRANSIENT, "cancelled", "cancelled by `ferry cancel`");
+        r.cancelled = true;
+        comet_fail(cd, &r);
+        /* Their callbacks come later (deferred), each ending its call. An upsert in flight
+         * may create the version: its answer is awaited, so that the version is recorded
+         * and then set to ERROR instead of staying OPEN on Comet unknown to the queue. */
+        if (cd->step != STEP_UPSERT)
+                for (call = cd->calls; call != NULL; call = call->next)
+                        http_engine_cancel(cb->http, call->req);
+        if (cd->inflight == 0 && cd->committing == 0 && !cd->probing)
+                comet_delivery_advance(cd);
+}
+
+struct comet_abandon {
+        void (*done)(void *data, const char *note);
+        void *data;
+        char id[80]; /* the artifactVersionId, shortened for messages */
+};
+
+static void comet_abandon_cb(struct http_request *req, const struct http_response *resp, void *data)
+{
+        struct comet_abandon *a = data;
+        struct backend_result r;
+        char note[800];
+        cJSON *body;
+
+        if (comet_answer(resp, "setting the version to ERROR", &r, &body)) {
+                cJSON_Delete(body);
+                snprintf(note, sizeof(note), "its version on Comet (%s) was set to ERROR", a->id);
+        } else if (resp->status == 400 && sdk_error_code(resp) == 90401) {
+                snprintf(note, sizeof(note),
+                         "its version on Comet (%s) was closed or in ERROR already (its state "
+                         "cannot change): left as it is",
+                         a->id);
+        } else {
+                snprintf(note, sizeof(note),
+                         "its version on Comet (%s) stays OPEN: setting it to ERROR failed (%s); "
+                         "delete it in Comet's UI",
+                         a->id, r.message);
+        }
+        proto_utf8_trim(note);
+        a->done(a->data, note);
+        free(a);
+}
+
+/* A cancelled job's version exists on Comet (OPEN): set it to ERROR, once, best effort. */
+static void comet_abandon(struct backend *be, struct job *job,
+                          void (*done)(void *data, const char *note), void *data)
+{
+        struct comet_backend *cb = be->priv;
+        struct comet_abandon *a = calloc(1, sizeof(*a));
+        cJSON *body = cJSON_CreateObject();
+        char *url = comet_url(cb->rest, "write/artifacts/state", NULL), *text = NULL;
+        struct http_request *req = url ? comet_request(cb, "POST", url) : NULL;
+
+        free(url);
+        if (body != NULL) {
+                cJSON_AddStringToObject(body, "artifactVersionId", job->remote_version_id);
+                cJSON_AddStringToObject(body, "experimentKey", job->experiment);
+                cJSON_AddStringToObject(body, "state", "ERROR");
+                text = cJSON_PrintUnformatted(body);
+        }
+        cJSON_Delete(body);
+        if (a == NULL || req == NULL || text == NULL ||
+            http_request_set_body(req, "application/json", text, strlen(text)) != 0) {
+                free(a);
+                http_request_free(req);
+                cJSON_free(text);
+                done(data, "its version on Comet stays OPEN: ferryd could not build the request "
+                           "to set it to ERROR (out of memory)");
+                return;
+        }
+        cJSON_free(text);
+        a->done = done;
+        a->data = data;
+        snprintf(a->id, sizeof(a->id), "%.64s%s", job->remote_version_id,
+                 strlen(job->remote_version_id) > 64 ? "..." : "");
+        if (http_engine_submit(cb->http, req, comet_abandon_cb, a) != 0) {
+                http_request_free(req);
+                free(a);
+                done(data, "its version on Comet stays OPEN: ferryd is stopping and could not "
+                           "set it to ERROR; delete it in Comet's UI");
+        }
+}
+
 static void comet_closed_cb(void *data)
 {
         struct comet_backend *cb = data;
@@ -1422,6 +1519,8 @@ static const struct backend_ops comet_ops = {
     .get = comet_get,
     .fetch = comet_fetch,
     .abort = comet_abort,
+    .cancel = comet_cancel,
+    .abandon = comet_abandon,
     .close = comet_close,
 };
 

@@ -31,8 +31,9 @@ struct local_delivery {
         struct local_backend *lb;
         struct job *job;
         uv_work_t work;
-        bool stored; /* stage one done */
-        int rc;      /* its result, then the publish's */
+        bool stored;    /* stage one done */
+        bool cancelled; /* `ferry cancel`: not published, finished as cancelled once stored */
+        int rc;         /* its result, then the publish's */
         char (*shas)[65];
         char (*subdirs)[3];
         char version[64];
@@ -56,6 +57,22 @@ struct local_backend {
 };
 
 static void local_try_publish(struct local_backend *lb);
+/* `ferry cancel`: a delivery not yet in a publishing batch is not published. */
+static void local_cancel(struct backend *be, struct job *job)
+{
+        struct local_backend *lb = be->priv;
+        struct local_delivery *ld = job->delivery, *b;
+
+        if (ld == NULL)
+                return;
+        for (b = lb->batch; b != NULL; b = b->next)
+                if (b == ld)
+                        return; /* being published: it completes */
+        ld->cancelled = true;
+        if (ld->stored)
+                local_try_publish(lb);
+}
+
 static void local_maybe_closed(struct local_backend *lb);
 
 /* ---- stage one: blobs ---- */
@@ -187,11 +204,43 @@ static bool local_ready(struct local_backend *lb, struct local_delivery *ld)
         return true;
 }
 
+/* A cancelled delivery whose blobs are stored ends without publishing. */
+static void local_finish_cancelled(struct local_delivery *ld)
+{
+        struct backend_sink *sink = ld->lb->base.env.sink;
+        struct job *job = ld->job;
+        struct backend_result r;
+
+        memset(&r, 0, sizeof(r));
+        backend_result_set(&r, BACKEND_TRANSIENT, "cancelled", "cancelled by `ferry cancel`");
+        r.cancelled = true;
+        job->delivery = NULL;
+        local_delivery_free(ld);
+        sink->finished(sink, job, &r);
+}
+
 static void local_try_publish(struct local_backend *lb)
 {
-        struct local_delivery **pp, *ld, *tail = NULL;
+        struct local_delivery **pp, *ld, *tail = NULL, *cancelled = NULL;
         int rc;
 
+        /* Cancelled deliveries leave the line (their blobs stay: content-addressed, reusable). */
+        for (pp = &lb->head; (ld = *pp) != NULL;) {
+                if (ld->cancelled && ld->stored) {
+                        *pp = ld->next;
+                        ld->next = cancelled;
+                        cancelled = ld;
+                } else {
+                        pp = &ld->next;
+                }
+        }
+        lb->tail = NULL;
+        for (ld = lb->head; ld != NULL; ld = ld->next)
+                lb->tail = ld;
+        while ((ld = cancelled) != NULL) {
+                cancelled = ld->next;
+                local_finish_cancelled(ld);
+        }
         if (lb->publishing)
                 return;
         /* Move every ready delivery, in arrival order, into the batch. */
@@ -340,6 +389,8 @@ static const struct backend_ops local_ops = {
     .get = local_get,
     .fetch = local_fetch,
     .abort = local_abort,
+    .cancel = local_cancel,
+    .abandon = NULL, /* a version is published whole, or not at all */
     .close = local_close,
 };
 

@@ -256,8 +256,18 @@ int cache_usage(struct cache *c, struct cache_usage *out)
                 return n;
         free(v);
         out->blobs = n;
+        pthread_mutex_lock(&c->lock);
         out->budget = c->budget;
+        pthread_mutex_unlock(&c->lock);
         return 0;
+}
+
+void cache_set_budget(struct cache *c, int64_t budget)
+{
+        pthread_mutex_lock(&c->lock);
+        c->budget = budget;
+        cache_evict(c, NULL);
+        pthread_mutex_unlock(&c->lock);
 }
 
 static void remove_all(const char *dir)

@@ -36,6 +36,8 @@ struct cache_usage {
         int64_t blobs;
 };
 int cache_usage(struct cache *c, struct cache_usage *out);
+/* Change the byte budget (SIGHUP): evicts at once past a lower one. */
+void cache_set_budget(struct cache *c, int64_t budget);
 /* Remove every blob and ref; *freed receives the bytes released. */
 int cache_clear(struct cache *c, int64_t *freed);
 

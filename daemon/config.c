@@ -151,6 +151,13 @@ static int config_set(struct config *cfg, const char *key, const char *v)
                 copy_str(cfg->project, sizeof(cfg->project), v);
         } else if (!strcmp(key, "spool_budget")) {
                 return config_parse_size(v, &cfg->spool_budget);
+        } else if (!strcmp(key, "spool_min_free")) {
+                return config_parse_size(v, &cfg->spool_min_free);
+        } else if (!strcmp(key, "log_level")) {
+                if (strcmp(v, "error") && strcmp(v, "warn") && strcmp(v, "warning") &&
+                    strcmp(v, "info") && strcmp(v, "debug"))
+                        return -1;
+                copy_str(cfg->log_level, sizeof(cfg->log_level), strcmp(v, "warning") ? v : "warn");
         } else if (!strcmp(key, "cache_budget")) {
                 return config_parse_size(v, &cfg->cache_budget);
         } else if (!strcmp(key, "max_jobs")) {
@@ -320,6 +327,7 @@ static void config_defaults(struct config *cfg)
         cfg->min_rate_bps = 32768;
         cfg->retry_after_cap_ms = 600000;
         cfg->stop_grace_ms = 10000;
+        copy_str(cfg->log_level, sizeof(cfg->log_level), "info");
 }
 
 /* The environment: FERRY_* for ferryd, COMET_* exactly as Comet's SDK reads them. */
@@ -330,6 +338,8 @@ static int config_read_env(struct config *cfg, char *err, size_t errlen)
         } map[] = {
             {"FERRY_BACKEND", "backend"},
             {"FERRY_SPOOL_BUDGET", "spool_budget"},
+            {"FERRY_SPOOL_MIN_FREE", "spool_min_free"},
+            {"FERRY_LOG_LEVEL", "log_level"},
             {"FERRY_CACHE_BUDGET", "cache_budget"},
             {"FERRY_MAX_JOBS", "max_jobs"},
             {"FERRY_MAX_TRANSFERS", "max_transfers"},
@@ -416,4 +426,82 @@ int config_load(struct config *cfg, const char *file, char *err, size_t errlen)
         if (cfg->retry_slow_cap_ms < cfg->retry_cap_ms)
                 cfg->retry_slow_cap_ms = cfg->retry_cap_ms;
         return 0;
+}
+
+/* Append `name` to the comma-separated list in buf. */
+static void list_add(char *buf, size_t len, const char *name)
+{
+        size_t used = strlen(buf);
+
+        snprintf(buf + used, len - used, "%s%s", used > 0 ? ", " : "", name);
+}
+
+void config_reload(struct config *live, const struct config *fresh, char *applied,
+                   size_t applied_len, char *pending, size_t pending_len)
+{
+        applied[0] = pending[0] = '\0';
+/* A setting that applies live: copied, and named when it changed. */
+#define LIVE_NUM(field, name)                                                                      \
+        do {                                                                                       \
+                if (live->field != fresh->field) {                                                 \
+                        live->field = fresh->field;                                                \
+                        list_add(applied, applied_len, name);                                      \
+                }                                                                                  \
+        } while (0)
+#define LIVE_STR(field, name)                                                                      \
+        do {                                                                                       \
+                if (strcmp(live->field, fresh->field) != 0) {                                      \
+                        copy_str(live->field, sizeof(live->field), fresh->field);                  \
+                        list_add(applied, applied_len, name);                                      \
+                }                                                                                  \
+        } while (0)
+/* A setting only a restart applies: named when it changed, left as it is. */
+#define RESTART_NUM(field, name)                                                                   \
+        do {                                                                                       \
+                if (live->field != fresh->field)                                                   \
+                        list_add(pending, pending_len, name);                                      \
+        } while (0)
+#define RESTART_STR(field, name)                                                                   \
+        do {                                                                                       \
+                if (strcmp(live->field, fresh->field) != 0)                                        \
+                        list_add(pending, pending_len, name);                                      \
+        } while (0)
+        LIVE_STR(workspace, "workspace");
+        LIVE_STR(project, "project");
+        LIVE_NUM(spool_budget, "spool_budget");
+        LIVE_NUM(spool_min_free, "spool_min_free");
+        LIVE_NUM(cache_budget, "cache_budget");
+        LIVE_NUM(max_jobs, "max_jobs");
+        LIVE_NUM(retry_base_ms, "retry_base_ms");
+        LIVE_NUM(retry_cap_ms, "retry_cap_ms");
+        LIVE_NUM(retry_slow_after, "retry_slow_after");
+        LIVE_NUM(retry_slow_cap_ms, "retry_slow_cap_ms");
+        LIVE_NUM(max_attempts, "max_attempts");
+        LIVE_NUM(retry_after_cap_ms, "retry_after_cap_ms");
+        LIVE_NUM(max_clients_per_uid, "max_clients_per_uid");
+        LIVE_NUM(hello_timeout_ms, "hello_timeout_ms");
+        LIVE_NUM(stop_grace_ms, "stop_grace_ms");
+        LIVE_STR(log_level, "log_level");
+        copy_str(live->config_file, sizeof(live->config_file), fresh->config_file);
+        RESTART_STR(socket_path, "socket");
+        RESTART_STR(state_dir, "state_dir");
+        RESTART_STR(backend, "backend");
+        RESTART_STR(comet_api_key, "api_key");
+        RESTART_STR(comet_url, "url_override");
+        RESTART_NUM(verify_tls, "verify_tls");
+        RESTART_STR(ca_file, "ca_file");
+        RESTART_NUM(connect_timeout_s, "connect_timeout_s");
+        RESTART_NUM(low_speed_limit, "low_speed_limit");
+        RESTART_NUM(low_speed_time_s, "low_speed_time_s");
+        RESTART_NUM(deadline_base_s, "deadline_base_s");
+        RESTART_NUM(min_rate_bps, "min_rate_bps");
+        RESTART_NUM(max_transfers, "max_transfers");
+        RESTART_NUM(max_clients, "max_clients");
+        RESTART_NUM(have_allow_gid, "allow_group");
+        if (live->have_allow_gid && fresh->have_allow_gid && live->allow_gid != fresh->allow_gid)
+                list_add(pending, pending_len, "allow_group");
+#undef LIVE_NUM
+#undef LIVE_STR
+#undef RESTART_NUM
+#undef RESTART_STR
 }

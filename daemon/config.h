@@ -16,6 +16,7 @@ struct config {
         char workspace[128];        /* default workspace for logs that name none */
         char project[128];          /* default project */
         int64_t spool_budget;       /* bytes the spool may hold; 0 = no limit */
+        int64_t spool_min_free;     /* a log must leave this much free on the spool's file system */
         int64_t cache_budget;       /* bytes of the download cache */
         int max_jobs;               /* versions delivered at once */
         int max_transfers;          /* concurrent HTTP transfers */
@@ -41,6 +42,7 @@ struct config {
         int64_t min_rate_bps;       /* ... plus its size at this rate */
         int64_t retry_after_cap_ms; /* the longest Retry-After obeyed */
         int64_t stop_grace_ms;      /* SIGTERM: how long running transfers may finish */
+        char log_level[8];          /* "error", "warn", "info" or "debug" */
 };
 
 /*
@@ -51,6 +53,18 @@ struct config {
  * sentence in err.
  */
 int config_load(struct config *cfg, const char *file, char *err, size_t errlen);
+
+/*
+ * SIGHUP: copy the settings that take effect while ferryd runs from `fresh`
+ * (a config_load() of the same sources) into `live`. The names of those that
+ * changed go into `applied` ("" when none), comma-separated; the names of
+ * changed settings that only a restart applies go into `pending` (their
+ * values in `live` stay as they are). Settings that apply live: workspace,
+ * project, spool_budget, spool_min_free, cache_budget, max_jobs, the retry
+ * policy, max_clients_per_uid, hello_timeout_ms, stop_grace_ms, log_level.
+ */
+void config_reload(struct config *live, const struct config *fresh, char *applied,
+                   size_t applied_len, char *pending, size_t pending_len);
 
 /* Default socket path and state dir, as DESIGN.md names them. */
 void config_default_socket(char *buf, size_t len);

@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "ferry_base.h"
 #include "log.h"
+#include "notify.h"
 #include "recovery.h"
 #include "scheduler.h"
 #include "server.h"
@@ -29,24 +30,37 @@
 #define PRUNE_INTERVAL_MS (3600 * 1000)
 #define PRUNE_BATCH 1000
 #define HISTORY_MS (30LL * 24 * 3600 * 1000)
+#define NOTIFY_STATUS_MS 2000 /* how often systemd's STATUS= line is refreshed */
 
 static const char usage[] =
     "usage: ferryd [--foreground] [--socket PATH] [--state-dir DIR] [--config FILE]\n"
+    "              [--log-level LEVEL]\n"
     "\n"
     "The ferry daemon: keeps a durable queue of artifact versions and uploads them.\n"
-    "  -f, --foreground   stay in the foreground, log to stderr\n"
+    "  -f, --foreground   stay in the foreground and log to stderr (implied when\n"
+    "                     systemd starts ferryd: the journal gets each line with its\n"
+    "                     priority). Without it ferryd detaches and logs to\n"
+    "                     <state dir>/ferryd.log, and says so once before it detaches\n"
     "  -s, --socket PATH  control socket (default $FERRY_SOCKET, else\n"
     "                     $XDG_RUNTIME_DIR/ferry/ferryd.sock, else /tmp/ferry-$UID/ferryd.sock)\n"
     "  -d, --state-dir DIR  queue, spool and local registry (default $FERRY_STATE_DIR,\n"
     "                     else $XDG_STATE_HOME/ferry, else ~/.local/state/ferry)\n"
     "  -c, --config FILE  settings file (default ~/.config/ferry/ferryd.conf if present)\n"
+    "  -l, --log-level LEVEL  error, warn, info (default) or debug; beats FERRY_LOG_LEVEL\n"
+    "                     and log_level in the settings file\n"
     "  -h, --help         this text\n"
-    "  -V, --version      print the version\n";
+    "  -V, --version      print the version\n"
+    "\n"
+    "SIGTERM or SIGINT stops in order; SIGHUP reloads the settings file (see ferryd(8)\n"
+    "for the settings that apply at once and those that need a restart).\n";
 
 static struct daemon daemon_state;
-static uv_signal_t sig_term, sig_int;
-static uv_timer_t prune_timer, drain_timer;
+static uv_signal_t sig_term, sig_int, sig_hup;
+static uv_timer_t prune_timer, drain_timer, notify_timer;
 static bool scheduler_stopped;
+/* The command line's choices, applied again over every reload. */
+static const char *socket_flag, *state_flag, *config_flag, *log_flag;
+static char notify_status_last[512];
 
 /* ---- history ---- */
 
@@ -118,6 +132,8 @@ static void daemon_free_all(struct daemon *d)
         d->store = NULL;
         uv_close((uv_handle_t *)&sig_term, daemon_close_cb);
         uv_close((uv_handle_t *)&sig_int, daemon_close_cb);
+        uv_close((uv_handle_t *)&sig_hup, daemon_close_cb);
+        uv_close((uv_handle_t *)&notify_timer, daemon_close_cb);
         uv_close((uv_handle_t *)&prune_timer, daemon_close_cb);
         uv_close((uv_handle_t *)&drain_timer, daemon_close_cb);
 }
@@ -171,11 +187,47 @@ void daemon_log_finished(struct daemon *d)
                 daemon_close_writer(d);
 }
 
+/* One line for systemd's STATUS=: where ferryd serves and how big the queue is. */
+static void daemon_status_text(struct daemon *d, char *buf, size_t len)
+{
+        struct store_counts c;
+        struct scheduler_status ss;
+        int64_t queued;
+
+        if (store_counts(d->store, &c) != 0) {
+                snprintf(buf, len, "serving %s; the queue database cannot be read",
+                         d->cfg.socket_path);
+                return;
+        }
+        scheduler_status(d->scheduler, &ss);
+        queued = c.queued > ss.running ? c.queued - ss.running : 0;
+        snprintf(buf, len, "serving %s: %lld queued, %d running, %lld failed%s%s",
+                 d->cfg.socket_path, (long long)queued, ss.running, (long long)c.failed,
+                 ss.paused ? ", paused" : "", ss.online ? "" : ", backend offline");
+}
+
+static void notify_timer_cb(uv_timer_t *t)
+{
+        struct daemon *d = t->data;
+        char text[512];
+
+        if (d->stopping)
+                return;
+        daemon_status_text(d, text, sizeof(text));
+        if (strcmp(text, notify_status_last) != 0) {
+                notify_send("STATUS=%s", text);
+                snprintf(notify_status_last, sizeof(notify_status_last), "%s", text);
+        }
+}
+
 static void daemon_shutdown(struct daemon *d)
 {
         if (d->stopping)
                 return;
         d->stopping = true;
+        notify_send("STOPPING=1\nSTATUS=stopping: running deliveries may finish for %lld ms",
+                    (long long)d->cfg.stop_grace_ms);
+        uv_timer_stop(&notify_timer);
         log_info("shutting down");
         server_stop(d->server);
         d->server = NULL;
@@ -188,21 +240,92 @@ static void signal_cb(uv_signal_t *h, int signum)
         daemon_shutdown(h->data);
 }
 
+/* The command line beats the files and the environment, at start and at every reload. */
+static void apply_flags(struct config *cfg)
+{
+        if (socket_flag)
+                snprintf(cfg->socket_path, sizeof(cfg->socket_path), "%s", socket_flag);
+        if (state_flag)
+                snprintf(cfg->state_dir, sizeof(cfg->state_dir), "%s", state_flag);
+        if (log_flag)
+                snprintf(cfg->log_level, sizeof(cfg->log_level), "%s", log_flag);
+}
+
+static void apply_log_level(const struct config *cfg)
+{
+        enum log_level level;
+
+        if (log_parse_level(cfg->log_level, &level) == 0)
+                log_set_level(level);
+}
+
+/*
+ * SIGHUP: read the settings again and apply those that can change while
+ * ferryd runs. A file with a mistake changes nothing. Settings only a
+ * restart applies are named in a warning.
+ */
+static void daemon_reload(struct daemon *d)
+{
+        struct config fresh;
+        char err[2048], applied[1024], pending[1024], text[512];
+        const char *file;
+
+        if (d->stopping)
+                return;
+        notify_send("RELOADING=1\nSTATUS=reloading the settings");
+        if (config_load(&fresh, config_flag, err, sizeof(err)) != 0) {
+                log_error("reload refused, the settings in force stay: %s", err);
+        } else {
+                apply_flags(&fresh);
+                config_reload(&d->cfg, &fresh, applied, sizeof(applied), pending, sizeof(pending));
+                apply_log_level(&d->cfg);
+                spool_set_budget(d->spool, d->cfg.spool_budget);
+                spool_set_min_free(d->spool, d->cfg.spool_min_free);
+                cache_set_budget(d->cache, d->cfg.cache_budget);
+                scheduler_kick(d->scheduler);
+                file = d->cfg.config_file[0] ? d->cfg.config_file : "no settings file";
+                log_info("reloaded the settings (%s): %s%s", file,
+                         applied[0] ? "applied " : "nothing changed", applied[0] ? applied : "");
+                log_debug("settings in force: log_level %s, workspace %s, project %s, "
+                          "spool_budget %lld, spool_min_free %lld, cache_budget %lld, max_jobs %d",
+                          d->cfg.log_level, d->cfg.workspace, d->cfg.project,
+                          (long long)d->cfg.spool_budget, (long long)d->cfg.spool_min_free,
+                          (long long)d->cfg.cache_budget, d->cfg.max_jobs);
+                if (pending[0])
+                        log_warn("changed but applied only by a restart (the old values stay "
+                                 "until then): %s",
+                                 pending);
+        }
+        daemon_status_text(d, text, sizeof(text));
+        notify_send("READY=1\nSTATUS=%s", text);
+}
+
+static void sighup_cb(uv_signal_t *h, int signum)
+{
+        daemon_reload(h->data);
+}
+
 /* ---- starting ---- */
 
-/* Detach from the terminal; logs go to <state>/ferryd.log. */
-static int daemonize(const char *state_dir)
+/* Detach from the terminal; logs go to <state>/ferryd.log, as the one line before says. */
+static int daemonize(const struct config *cfg)
 {
         char path[4096];
         pid_t pid;
         int fd;
 
-        snprintf(path, sizeof(path), "%s/ferryd.log", state_dir);
+        snprintf(path, sizeof(path), "%s/ferryd.log", cfg->state_dir);
+        fflush(stderr);
         pid = fork();
         if (pid < 0)
                 return -1;
-        if (pid > 0)
+        if (pid > 0) {
+                fprintf(stderr,
+                        "ferryd: serving %s in the background (pid %ld); it logs to %s (run "
+                        "with --foreground to log here)\n",
+                        cfg->socket_path, (long)pid, path);
                 _exit(0);
+        }
         setsid();
         fd = open("/dev/null", O_RDWR);
         if (fd >= 0) {
@@ -297,24 +420,21 @@ static int check_spool(struct daemon *d, bool trust, char *err, size_t errlen)
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
-            {"foreground", no_argument, NULL, 'f'},
-            {"socket", required_argument, NULL, 's'},
-            {"state-dir", required_argument, NULL, 'd'},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
-            {"version", no_argument, NULL, 'V'},
-            {NULL, 0, NULL, 0},
+            {"foreground", no_argument, NULL, 'f'},      {"socket", required_argument, NULL, 's'},
+            {"state-dir", required_argument, NULL, 'd'}, {"config", required_argument, NULL, 'c'},
+            {"log-level", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
         };
         struct daemon *d = &daemon_state;
-        const char *socket_flag = NULL, *state_flag = NULL, *config_flag = NULL;
         struct scheduler_env senv;
         struct backend_env benv;
         bool foreground = false, trust;
+        enum log_level level;
         char err[2048], path[4096], qdir[4096], spooldir[4096];
         struct store_counts counts;
         int c, rc;
 
-        while ((c = getopt_long(argc, argv, "fs:d:c:hV", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "fs:d:c:l:hV", opts, NULL)) != -1) {
                 switch (c) {
                 case 'f':
                         foreground = true;
@@ -327,6 +447,16 @@ int main(int argc, char **argv)
                         break;
                 case 'c':
                         config_flag = optarg;
+                        break;
+                case 'l':
+                        if (log_parse_level(optarg, &level) != 0) {
+                                fprintf(stderr,
+                                        "ferryd: --log-level must be error, warn, info or debug, "
+                                        "not \"%s\"\n%s",
+                                        optarg, usage);
+                                return 2;
+                        }
+                        log_flag = log_level_name(level);
                         break;
                 case 'h':
                         fputs(usage, stdout);
@@ -343,15 +473,21 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ferryd: unexpected argument \"%s\"\n%s", argv[optind], usage);
                 return 2;
         }
-        log_set_level_from_env();
+        /* Under systemd: stay in the foreground (Type=notify, socket activation), and when
+         * stderr is the journal, give every line its priority instead of a time. */
+        if (getenv("INVOCATION_ID") || getenv("NOTIFY_SOCKET") || getenv("LISTEN_FDS"))
+                foreground = true;
+        log_set_journal(log_detect_journal());
         if (config_load(&d->cfg, config_flag, err, sizeof(err)) != 0) {
                 fprintf(stderr, "ferryd: %s\n", err);
                 return 1;
         }
-        if (socket_flag)
-                snprintf(d->cfg.socket_path, sizeof(d->cfg.socket_path), "%s", socket_flag);
-        if (state_flag)
-                snprintf(d->cfg.state_dir, sizeof(d->cfg.state_dir), "%s", state_flag);
+        apply_flags(&d->cfg);
+        apply_log_level(&d->cfg);
+        if (notify_init(err, sizeof(err)) != 0) {
+                fprintf(stderr, "ferryd: %s\n", err);
+                return 1;
+        }
         umask(077);
         if ((rc = util_mkdir_p(d->cfg.state_dir, 0700)) != 0) {
                 fprintf(stderr, "ferryd: cannot create %s: %s\n", d->cfg.state_dir, strerror(-rc));
@@ -377,6 +513,7 @@ int main(int argc, char **argv)
         if (spool_open(&d->spool, d->loop, spooldir, qdir, d->cfg.spool_budget, counts.bytes_held,
                        err, sizeof(err)) != 0)
                 goto fail;
+        spool_set_min_free(d->spool, d->cfg.spool_min_free);
         if (writer_open(&d->writer, d->loop, path, spool_sync, d->spool, err, sizeof(err)) != 0)
                 goto fail;
         if (check_spool(d, trust, err, sizeof(err)) != 0)
@@ -406,7 +543,7 @@ int main(int argc, char **argv)
                 goto fail;
         if (server_start(&d->server, d, err, sizeof(err)) != 0)
                 goto fail;
-        if (!foreground && daemonize(d->cfg.state_dir) != 0) {
+        if (!foreground && daemonize(&d->cfg) != 0) {
                 snprintf(err, sizeof(err), "cannot detach: %s", strerror(errno));
                 goto fail;
         }
@@ -416,25 +553,39 @@ int main(int argc, char **argv)
         }
         uv_signal_init(d->loop, &sig_term);
         uv_signal_init(d->loop, &sig_int);
-        sig_term.data = sig_int.data = d;
+        uv_signal_init(d->loop, &sig_hup);
+        sig_term.data = sig_int.data = sig_hup.data = d;
         uv_signal_start(&sig_term, signal_cb, SIGTERM);
         uv_signal_start(&sig_int, signal_cb, SIGINT);
+        uv_signal_start(&sig_hup, sighup_cb, SIGHUP);
         uv_timer_init(d->loop, &prune_timer);
         uv_timer_init(d->loop, &drain_timer);
-        prune_timer.data = drain_timer.data = d;
+        uv_timer_init(d->loop, &notify_timer);
+        prune_timer.data = drain_timer.data = notify_timer.data = d;
         uv_timer_start(&prune_timer, prune_timer_cb, 0, PRUNE_INTERVAL_MS);
         scheduler_start(d->scheduler, d->backend);
         log_info("ferryd %s serving %s (backend %s, state %s, %lld queued)", FERRY_VERSION_STRING,
                  d->cfg.socket_path, d->cfg.backend, d->cfg.state_dir, (long long)counts.queued);
+        /* Ready: the socket accepts and the queue is checked. */
+        if (notify_enabled()) {
+                daemon_status_text(d, notify_status_last, sizeof(notify_status_last));
+                notify_send("READY=1\nSTATUS=%s", notify_status_last);
+                uv_timer_start(&notify_timer, notify_timer_cb, NOTIFY_STATUS_MS, NOTIFY_STATUS_MS);
+        }
         uv_run(d->loop, UV_RUN_DEFAULT);
         rc = uv_loop_close(d->loop);
         if (rc != 0)
                 log_warn("event loop closed with handles open: %s", uv_strerror(rc));
         curl_global_cleanup();
+        notify_close();
         log_info("stopped");
         return 0;
 fail:
-        fprintf(stderr, "ferryd: %s\n", err);
-        log_error("%s", err);
+        /* Said once: to the journal with its priority, else as one plain line. */
+        if (log_is_journal())
+                log_error("%s", err);
+        else
+                fprintf(stderr, "ferryd: %s\n", err);
+        notify_close();
         return 1;
 }

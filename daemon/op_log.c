@@ -513,7 +513,9 @@ static void log_batch_work_cb(uv_work_t *work)
                 }
                 want += st.st_size;
         }
-        if ((b->rc = spool_reserve(sp, want, b->err, sizeof(b->err))) != 0)
+        /* The file system keeps its minimum free, whatever the budget allows. */
+        if ((b->rc = spool_check_free(sp, want, b->err, sizeof(b->err))) != 0 ||
+            (b->rc = spool_reserve(sp, want, b->err, sizeof(b->err))) != 0)
                 return;
         reserved = want;
         for (i = b->from; i < b->to; i++) {

@@ -287,6 +287,15 @@ static void op_status(struct request *req)
         cJSON_AddNumberToObject(rep, "rate_bps", (double)ss.rate_bps);
         cJSON_AddNumberToObject(rep, "spool_bytes", (double)spool_used(d->spool));
         cJSON_AddNumberToObject(rep, "spool_budget", (double)spool_budget(d->spool));
+        cJSON_AddNumberToObject(rep, "spool_min_free", (double)spool_min_free(d->spool));
+        {
+                int64_t avail = spool_fs_free(d->spool);
+
+                if (avail >= 0)
+                        cJSON_AddNumberToObject(rep, "spool_free", (double)avail);
+                else
+                        cJSON_AddNullToObject(rep, "spool_free");
+        }
         cJSON_AddNumberToObject(rep, "waiters", ss.waiters);
         cJSON_AddItemToObject(rep, "errors", store_errors(d->store, 20));
         status_add_warnings(d, rep);
@@ -491,6 +500,81 @@ static void op_retry(struct request *req)
         writer_submit(req->d->writer, &w->op);
 }
 
+/* ---- cancel ---- */
+
+static void cancel_done(void *data, const struct scheduler_cancel_result *r)
+{
+        struct request *req = data;
+        long long id = (long long)r->job;
+        cJSON *rep;
+
+        req->cancel = NULL;
+        req->cancel_data = NULL;
+        if (r->rc == FERRY_ENOTFOUND && r->was[0] == '\0') {
+                request_fail(req, FERRY_ENOTFOUND, "there is no job %lld", id);
+                return;
+        }
+        if (r->rc == FERRY_ENOTFOUND) {
+                request_fail(req, FERRY_ENOTFOUND, "job %lld is %s: nothing to cancel", id,
+                             strcmp(r->was, "done") == 0 ? "delivered already" : r->was);
+                return;
+        }
+        if (r->rc == FERRY_EBUSY) {
+                request_fail(req, FERRY_EBUSY, "job %lld is being cancelled already", id);
+                return;
+        }
+        if (r->rc != 0) {
+                request_fail(req, r->rc, "cannot cancel: %s (see ferryd's log)",
+                             ferry_strerror(r->rc));
+                return;
+        }
+        rep = request_ok(req);
+        if (rep != NULL) {
+                cJSON_AddNumberToObject(rep, "job", (double)id);
+                cJSON_AddStringToObject(rep, "name", r->name ? r->name : "");
+                cJSON_AddStringToObject(rep, "was", r->was);
+                if (r->note != NULL)
+                        cJSON_AddStringToObject(rep, "remote", r->note);
+                else
+                        cJSON_AddNullToObject(rep, "remote");
+        }
+        request_reply(req, rep);
+}
+
+static void cancel_request_gone(struct request *req)
+{
+        scheduler_cancel_detach(req->cancel_data);
+        request_drop(req);
+}
+
+static void op_cancel(struct request *req)
+{
+        struct scheduler_cancel *c;
+        char err[PROTO_ERRMSG_MAX];
+        int64_t id;
+        int rc;
+
+        CHECK_KEYS(req, "job");
+        if (proto_get_int(req->msg, "job", true, -1, &id, err, sizeof(err)) != 0) {
+                request_fail(req, FERRY_EINVAL, "%s", err);
+                return;
+        }
+        if (id < 1) {
+                request_fail(req, FERRY_EINVAL, "field \"job\" must be a job id (1 or more)");
+                return;
+        }
+        rc = scheduler_cancel(req->d->scheduler, id, cancel_done, req, &c);
+        if (rc != 0) {
+                request_fail(req, rc, "out of memory");
+                return;
+        }
+        if (c == NULL)
+                return; /* answered already */
+        /* Answered later: the cancel goes on if the client leaves meanwhile. */
+        req->cancel = cancel_request_gone;
+        req->cancel_data = c;
+}
+
 /* ---- pause, cache ---- */
 
 static void op_pause(struct request *req)
@@ -564,6 +648,7 @@ static void (*const op_handlers[PROTO_OP_COUNT])(struct request *req) = {
     [PROTO_OP_DOWNLOAD_OPEN] = op_download_open,
     [PROTO_OP_DOWNLOAD_FILES] = op_download_files,
     [PROTO_OP_DOWNLOAD_CLOSE] = op_download_close,
+    [PROTO_OP_CANCEL] = op_cancel,
 };
 
 void ops_dispatch(struct daemon *d, struct client *client, uint64_t id, const char *op, cJSON *msg,

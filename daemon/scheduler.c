@@ -23,8 +23,9 @@
 /* A job handed to the backend. */
 struct run {
         struct job *job;
-        bool progressed; /* a step succeeded during this delivery */
-        bool settling;   /* its outcome is being recorded */
+        bool progressed;                 /* a step succeeded during this delivery */
+        bool settling;                   /* its outcome is being recorded */
+        struct scheduler_cancel *cancel; /* `ferry cancel` waits for its delivery to stop */
         struct run *next;
 };
 
@@ -49,6 +50,19 @@ struct scheduler_wait {
         struct scheduler_wait *prev, *next; /* the scheduler's list of waits */
 };
 
+/* A `ferry cancel` in progress. */
+struct scheduler_cancel {
+        struct writer_op op; /* first: the writer's op is the cancel */
+        struct scheduler *s;
+        int64_t job;
+        bool running;       /* it was being delivered when asked */
+        char was[16];       /* its state before */
+        struct job *loaded; /* the job as the store had it (files, the backend's id) */
+        void (*done)(void *data, const struct scheduler_cancel_result *r);
+        void *data;
+        struct scheduler_cancel *prev, *next; /* the scheduler's list: not started meanwhile */
+};
+
 struct scheduler {
         uv_loop_t *loop;
         const struct config *cfg;
@@ -71,6 +85,7 @@ struct scheduler {
         char last_error[512];
         struct scheduler_wait *waits;
         int nwaits;
+        struct scheduler_cancel *cancels;
         int nall; /* waits on every job */
         struct wait_ref **buckets;
         size_t nbuckets, nrefs;
@@ -88,6 +103,8 @@ struct scheduler {
 static void scheduler_tick(struct scheduler *s);
 static void scheduler_check_stopped(struct scheduler *s);
 static void scheduler_settled(struct scheduler *s, int64_t job, bool failed);
+static void cancel_commit(struct scheduler *s, struct scheduler_cancel *c);
+static void cancel_end(struct scheduler_cancel *c, int rc, const char *note);
 
 int64_t scheduler_backoff_ms(int64_t base_ms, int64_t cap_ms, int attempts)
 {
@@ -223,7 +240,10 @@ static void sched_op_done(struct writer_op *op, int rc)
                 break;
         case OP_DONE:
         case OP_FAILED:
-        case OP_RESCHEDULE:
+        case OP_RESCHEDULE: {
+                /* A cancel that came while this outcome was being recorded. */
+                struct scheduler_cancel *c = o->run->cancel;
+
                 if (rc != 0)
                         log_error("job %lld: cannot record its outcome (%s); it runs again",
                                   (long long)o->job, ferry_strerror(rc));
@@ -232,9 +252,16 @@ static void sched_op_done(struct writer_op *op, int rc)
                 scheduler_release_run(s, o->run);
                 if (rc == 0 && o->kind != OP_RESCHEDULE)
                         scheduler_settled(s, o->job, o->kind == OP_FAILED);
+                if (c != NULL && o->kind == OP_DONE && rc == 0) {
+                        snprintf(c->was, sizeof(c->was), "done");
+                        cancel_end(c, FERRY_ENOTFOUND, NULL);
+                } else if (c != NULL) {
+                        cancel_commit(s, c);
+                }
                 scheduler_check_stopped(s);
                 scheduler_kick(s);
                 break;
+        }
         }
         sched_op_free(o);
 }
@@ -345,6 +372,16 @@ static void sink_finished(struct backend_sink *sink, struct job *job,
 
         if (run == NULL) {
                 log_error("job %lld: a delivery finished that was not running", (long long)job->id);
+                return;
+        }
+        if (run->cancel != NULL && (r->cancelled || r->outcome != BACKEND_OK)) {
+                /* `ferry cancel` stopped it: nothing of this delivery is recorded. */
+                struct scheduler_cancel *c = run->cancel;
+
+                scheduler_release_run(s, run);
+                cancel_commit(s, c);
+                scheduler_check_stopped(s);
+                scheduler_kick(s);
                 return;
         }
         if (r->cancelled || (s->aborted && r->outcome != BACKEND_OK)) {
@@ -805,11 +842,147 @@ static void scheduler_probe_cb(struct backend *be, bool online, const char *mess
         scheduler_kick(s);
 }
 
+/* ---- cancel ---- */
+
+static bool scheduler_cancelling(struct scheduler *s, int64_t id)
+{
+        struct scheduler_cancel *c;
+
+        for (c = s->cancels; c != NULL; c = c->next)
+                if (c->job == id)
+                        return true;
+        return false;
+}
+
+static void cancel_end(struct scheduler_cancel *c, int rc, const char *note)
+{
+        struct scheduler *s = c->s;
+        struct scheduler_cancel_result r;
+
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                s->cancels = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        r.job = c->job;
+        r.rc = rc;
+        r.was = c->was;
+        r.name = c->loaded ? c->loaded->name : NULL;
+        r.note = note;
+        if (note != NULL)
+                log_info("job %lld: %s", (long long)c->job, note);
+        if (c->done != NULL)
+                c->done(c->data, &r);
+        job_free(c->loaded);
+        free(c);
+}
+
+static void cancel_abandoned_cb(void *data, const char *note)
+{
+        cancel_end(data, 0, note);
+}
+
+/* Writer thread: the job becomes cancelled if it is queued or failed. */
+static int cancel_run(struct store *st, struct writer_op *op)
+{
+        struct scheduler_cancel *c = (struct scheduler_cancel *)op;
+
+        return store_job_cancel(st, c->job, c->was, sizeof(c->was), &c->loaded);
+}
+
+static void cancel_written(struct writer_op *op, int rc)
+{
+        struct scheduler_cancel *c = (struct scheduler_cancel *)op;
+        struct scheduler *s = c->s;
+        struct backend *be = s->backend;
+        struct job *job = c->loaded;
+        bool failed;
+
+        if (rc != 0 || job == NULL) {
+                /* No such job, one already settled, or the queue could not be written. */
+                if (rc != 0 && rc != FERRY_ENOTFOUND)
+                        log_error("job %lld: cannot record its cancellation (%s)",
+                                  (long long)c->job, ferry_strerror(rc));
+                cancel_end(c, rc != 0 ? rc : FERRY_ENOTFOUND, NULL);
+                scheduler_kick(s);
+                return;
+        }
+        failed = strcmp(c->was, "failed") == 0;
+        if (c->running)
+                snprintf(c->was, sizeof(c->was), "running");
+        log_info("job %lld: %s cancelled (it was %s)", (long long)c->job, job->name, c->was);
+        scheduler_discard_files(s, job);
+        /* Waiters on it are answered; a failed job had settled already. */
+        if (!failed)
+                scheduler_settled(s, c->job, false);
+        scheduler_kick(s);
+        if (job->remote_version_id != NULL && be != NULL && be->ops->abandon != NULL) {
+                be->ops->abandon(be, job, cancel_abandoned_cb, c);
+                return;
+        }
+        cancel_end(c, 0, NULL);
+}
+
+static void cancel_commit(struct scheduler *s, struct scheduler_cancel *c)
+{
+        writer_submit(s->writer, &c->op);
+}
+
+int scheduler_cancel(struct scheduler *s, int64_t id,
+                     void (*done)(void *data, const struct scheduler_cancel_result *r), void *data,
+                     struct scheduler_cancel **handle)
+{
+        struct scheduler_cancel *c = calloc(1, sizeof(*c));
+        struct run *run;
+
+        *handle = NULL;
+        if (c == NULL)
+                return FERRY_ENOMEM;
+        c->op.run = cancel_run;
+        c->op.done = cancel_written;
+        c->s = s;
+        c->job = id;
+        c->done = done;
+        c->data = data;
+        /* Listed until it ends: the job is not started meanwhile. */
+        c->next = s->cancels;
+        if (s->cancels)
+                s->cancels->prev = c;
+        s->cancels = c;
+        *handle = c;
+        for (run = s->running; run != NULL; run = run->next) {
+                if (run->job->id != id)
+                        continue;
+                if (run->cancel != NULL) {
+                        snprintf(c->was, sizeof(c->was), "cancelling");
+                        cancel_end(c, FERRY_EBUSY, NULL);
+                        *handle = NULL;
+                        return 0;
+                }
+                /* Its delivery stops first; the outcome path commits the cancel. */
+                run->cancel = c;
+                c->running = true;
+                if (!run->settling)
+                        s->backend->ops->cancel(s->backend, run->job);
+                return 0;
+        }
+        cancel_commit(s, c);
+        return 0;
+}
+
+void scheduler_cancel_detach(struct scheduler_cancel *c)
+{
+        c->done = NULL;
+}
+
 static void scheduler_start_job(struct scheduler *s, int64_t id)
 {
         struct run *run;
         struct job *job;
 
+        if (scheduler_cancelling(s, id))
+                return;
         if (store_job_load(s->store, id, &job) != 0)
                 return;
         run = calloc(1, sizeof(*run));
@@ -850,7 +1023,7 @@ static void scheduler_tick(struct scheduler *s)
                         want = (int)(sizeof(ids) / sizeof(ids[0]));
                 n = store_jobs_due(s->store, now, ids, want);
                 for (i = 0; i < n && room > 0 && s->online && !s->stopping; i++) {
-                        if (scheduler_is_running(s, ids[i]))
+                        if (scheduler_is_running(s, ids[i]) || scheduler_cancelling(s, ids[i]))
                                 continue;
                         scheduler_start_job(s, ids[i]);
                         room--;

@@ -41,6 +41,32 @@ void scheduler_set_paused(struct scheduler *s, bool paused);
 /* A job left the queue outside a delivery (cancelled, or failed by an op): tell its waiters. */
 void scheduler_job_settled(struct scheduler *s, int64_t job, bool failed);
 
+/* What became of a `ferry cancel`. */
+struct scheduler_cancel_result {
+        int64_t job;      /* the job asked for */
+        int rc;           /* 0: cancelled; FERRY_ENOTFOUND: no such job, or not cancellable */
+        const char *was;  /* "queued", "running" or "failed"; else the state found ("done",
+                             "cancelled"), or "" when there is no such job */
+        const char *name; /* the artifact's name, or NULL */
+        const char *note; /* what became of its version on the backend, or NULL */
+};
+
+/*
+ * `ferry cancel`: drop job `id` from the queue. A queued or failed job goes at
+ * once; a running one once its delivery stopped (backend cancel; a delivery
+ * that completes first stays delivered). The job becomes "cancelled", its
+ * spool files go, its waiters are answered, and a version the backend holds
+ * already is abandoned there (backend abandon: Comet sets it to ERROR).
+ * done(data, result) comes exactly once, unless detached. 0 with *handle,
+ * or FERRY_ENOMEM (done is not called then).
+ */
+struct scheduler_cancel;
+int scheduler_cancel(struct scheduler *s, int64_t id,
+                     void (*done)(void *data, const struct scheduler_cancel_result *r), void *data,
+                     struct scheduler_cancel **handle);
+/* The requester left: the cancel goes on, done is not called. */
+void scheduler_cancel_detach(struct scheduler_cancel *c);
+
 /*
  * Orderly stop: start nothing more; running deliveries may finish for
  * `grace_ms`, then the backend aborts the rest (they resume after a

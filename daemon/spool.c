@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,13 +36,14 @@ struct spool_pin {
 
 struct spool {
         uv_loop_t *loop;
-        char *dir;      /* <state>/spool */
-        char *staging;  /* <state>/spool/staging: an older ferryd's, emptied at start */
-        char *qdir;     /* <state>/quarantine */
-        char *qfolder;  /* this run's quarantine folder, once made */
-        int dirfd;      /* O_DIRECTORY descriptor of dir */
-        int64_t budget; /* 0 = unlimited */
-        int64_t used;   /* bytes held by snapshots and reservations */
+        char *dir;        /* <state>/spool */
+        char *staging;    /* <state>/spool/staging: an older ferryd's, emptied at start */
+        char *qdir;       /* <state>/quarantine */
+        char *qfolder;    /* this run's quarantine folder, once made */
+        int dirfd;        /* O_DIRECTORY descriptor of dir */
+        int64_t budget;   /* 0 = unlimited */
+        int64_t min_free; /* a log must leave this much free on the file system; 0: no minimum */
+        int64_t used;     /* bytes held by snapshots and reservations */
         pthread_mutex_t lock;
         struct spool_pin *pins;     /* loop thread */
         struct spool_trash *held;   /* discarded while pinned */
@@ -233,9 +235,71 @@ int64_t spool_used(struct spool *sp)
         return v;
 }
 
-int64_t spool_budget(const struct spool *sp)
+int64_t spool_budget(struct spool *sp)
 {
-        return sp->budget;
+        int64_t v;
+
+        pthread_mutex_lock(&sp->lock);
+        v = sp->budget;
+        pthread_mutex_unlock(&sp->lock);
+        return v;
+}
+
+void spool_set_budget(struct spool *sp, int64_t budget)
+{
+        pthread_mutex_lock(&sp->lock);
+        sp->budget = budget;
+        pthread_mutex_unlock(&sp->lock);
+}
+
+void spool_set_min_free(struct spool *sp, int64_t min_free)
+{
+        pthread_mutex_lock(&sp->lock);
+        sp->min_free = min_free;
+        pthread_mutex_unlock(&sp->lock);
+}
+
+int64_t spool_min_free(struct spool *sp)
+{
+        int64_t v;
+
+        pthread_mutex_lock(&sp->lock);
+        v = sp->min_free;
+        pthread_mutex_unlock(&sp->lock);
+        return v;
+}
+
+int64_t spool_fs_free(const struct spool *sp)
+{
+        struct statvfs vfs;
+
+        if (fstatvfs(sp->dirfd, &vfs) != 0)
+                return errno_to_ferry(errno);
+        return (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize;
+}
+
+int spool_check_free(struct spool *sp, int64_t bytes, char *err, size_t errlen)
+{
+        char a[32], b[32], c[32];
+        int64_t min_free = spool_min_free(sp), avail;
+
+        if (min_free <= 0)
+                return 0;
+        avail = spool_fs_free(sp);
+        if (avail < 0) {
+                snprintf(err, errlen, "cannot tell the free space of %s", sp->dir);
+                return (int)avail;
+        }
+        if (avail - bytes >= min_free)
+                return 0;
+        snprintf(err, errlen,
+                 "not logged: these %s would leave %s free on the file system of the spool %s, "
+                 "less than spool_min_free (%s); nothing queued was touched (free some space, "
+                 "or lower spool_min_free)",
+                 util_human_bytes(bytes, a, sizeof(a)),
+                 util_human_bytes(avail - bytes > 0 ? avail - bytes : 0, b, sizeof(b)), sp->dir,
+                 util_human_bytes(min_free, c, sizeof(c)));
+        return FERRY_ENOSPC;
 }
 
 /* Create a new spool file with a fresh random name; fd returned, name filled. */

@@ -48,7 +48,20 @@ int spool_open_file(const struct spool *sp, const char *name);
 int spool_reserve(struct spool *sp, int64_t bytes, char *err, size_t errlen);
 void spool_release(struct spool *sp, int64_t bytes);
 int64_t spool_used(struct spool *sp);
-int64_t spool_budget(const struct spool *sp);
+int64_t spool_budget(struct spool *sp);
+/* Change the byte budget (SIGHUP); snapshots already held stay, even above it. */
+void spool_set_budget(struct spool *sp, int64_t budget);
+/* Free bytes a log must leave on the spool's file system (0: no minimum). */
+void spool_set_min_free(struct spool *sp, int64_t min_free);
+int64_t spool_min_free(struct spool *sp);
+/* Bytes free for ferryd on the spool's file system, or a negative FERRY_E* code. */
+int64_t spool_fs_free(const struct spool *sp);
+/*
+ * Would `bytes` more leave at least the minimum free on the spool's file
+ * system? 0, or FERRY_ENOSPC with a sentence naming what would be left and
+ * the minimum. Thread-safe.
+ */
+int spool_check_free(struct spool *sp, int64_t bytes, char *err, size_t errlen);
 
 /*
  * Snapshot the open file `src_fd` (described as `what` in messages) into a

@@ -63,6 +63,9 @@ extern const char schema_sql[];
         XX(job_resched,                                                                            \
            "UPDATE jobs SET attempts = ?2, next_attempt_ms = ?3, "                                 \
            "last_error_code = ?4, last_error = ?5 WHERE id = ?1 AND state = 'queued'")             \
+        XX(job_cancel,                                                                             \
+           "UPDATE jobs SET state = 'cancelled', done_ms = ?2, last_error_code = 'cancelled', "    \
+           "last_error = ?3 WHERE id = ?1 AND state IN ('queued', 'failed')")                      \
         XX(job_requeue_one,                                                                        \
            "UPDATE jobs SET state = 'queued', attempts = 0, next_attempt_ms = 0, "                 \
            "done_ms = NULL WHERE id = ?1 AND state = 'failed'")                                    \
@@ -933,6 +936,27 @@ int store_job_reschedule(struct store *st, int64_t id, int attempts, int64_t nex
         sqlutil_bind_text(st->job_resched, 4, code);
         sqlutil_bind_text(st->job_resched, 5, message);
         return store_run(st, st->job_resched);
+}
+
+int store_job_cancel(struct store *st, int64_t id, char *was, size_t len, struct job **out)
+{
+        int rc;
+
+        *out = NULL;
+        if ((rc = store_job_state(st, id, was, len)) != 0)
+                return rc;
+        if (strcmp(was, "queued") != 0 && strcmp(was, "failed") != 0)
+                return 0;
+        if ((rc = store_job_load(st, id, out)) != 0)
+                return rc;
+        sqlite3_bind_int64(st->job_cancel, 1, id);
+        sqlite3_bind_int64(st->job_cancel, 2, util_now_ms());
+        sqlutil_bind_text(st->job_cancel, 3, "cancelled by `ferry cancel`");
+        if ((rc = store_run(st, st->job_cancel)) != 0) {
+                job_free(*out);
+                *out = NULL;
+        }
+        return rc;
 }
 
 int store_job_requeue(struct store *st, int64_t id)

@@ -119,6 +119,13 @@ int store_job_set_done(struct store *st, int64_t id, const char *assigned_versio
 int store_job_set_failed(struct store *st, int64_t id, const char *code, const char *message);
 int store_job_reschedule(struct store *st, int64_t id, int attempts, int64_t next_ms,
                          const char *code, const char *message);
+/*
+ * `ferry cancel`: a queued or failed job becomes cancelled (its spool files
+ * are then the caller's to discard). `was` receives the state it had; *out
+ * the job as loaded before (the caller frees it), or NULL when its state was
+ * neither queued nor failed (nothing changed). FERRY_ENOTFOUND for no such job.
+ */
+int store_job_cancel(struct store *st, int64_t id, char *was, size_t len, struct job **out);
 /* Failed job `id` (or every failed job when id < 0) back to queued; count returned. */
 int store_job_requeue(struct store *st, int64_t id);
 /* Forget at most `max` delivered jobs finished before `before_ms`; count returned. */

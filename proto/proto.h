@@ -54,7 +54,8 @@
         XX(GET, "get")                                                                             \
         XX(DOWNLOAD_OPEN, "download.open")                                                         \
         XX(DOWNLOAD_FILES, "download.files")                                                       \
-        XX(DOWNLOAD_CLOSE, "download.close")
+        XX(DOWNLOAD_CLOSE, "download.close")                                                       \
+        XX(CANCEL, "cancel")
 
 enum proto_op {
 #define PROTO_OP_ENUM(id, name) PROTO_OP_##id,

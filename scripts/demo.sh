@@ -4,10 +4,11 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 "$here/scripts/setup.sh"
-"$here/scripts/build.sh" "$here/build"
+build="${FERRY_BUILD_DIR:-$here/build}"   # the test suite runs this demo on its own build
+"$here/scripts/build.sh" "$build"
 
-ferryd="$here/build/daemon/ferryd"
-ferry="$here/build/client/ferry"
+ferryd="$build/daemon/ferryd"
+ferry="$build/client/ferry"
 demo="$(mktemp -d /tmp/ferry-demo.XXXXXX)"
 export FERRY_SOCKET="$demo/run/ferryd.sock" FERRY_STATE_DIR="$demo/state"
 unset COMET_API_KEY FERRY_BACKEND

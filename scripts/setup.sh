@@ -6,7 +6,11 @@ set -euo pipefail
 PACKAGES=(build-essential cmake pkg-config git
           libuv1-dev libcurl4-openssl-dev libcjson-dev libsqlite3-dev libssl-dev libexpat1-dev
           python3 python3-pip python3-setuptools clang-format sqlite3 curl
-          clang libclang-rt-14-dev llvm)  # clang, libFuzzer's runtime, llvm-symbolizer: the fuzz tests
+          clang libclang-rt-14-dev llvm  # clang, libFuzzer's runtime, llvm-symbolizer: the fuzz tests
+          python3-venv                   # README: the binding installed into a virtual environment
+          file dpkg-dev                  # cpack -G DEB: ELF detection and dpkg-shlibdeps
+          systemd                        # systemd-analyze verify, systemd-socket-activate (tests)
+          groff-base man-db)             # the man pages rendered and found (tests)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -34,6 +34,8 @@ static const char *const env_names[] = {"HOME",
                                         "FERRY_STATE_DIR",
                                         "FERRY_BACKEND",
                                         "FERRY_SPOOL_BUDGET",
+                                        "FERRY_SPOOL_MIN_FREE",
+                                        "FERRY_LOG_LEVEL",
                                         "FERRY_CACHE_BUDGET",
                                         "FERRY_MAX_JOBS",
                                         "FERRY_MAX_TRANSFERS",
@@ -471,6 +473,55 @@ static void test_backoff(void)
         CHECK(scheduler_backoff_ms(2000, INT64_MAX, 60) >= 0);
 }
 
+/* ---- config_reload (SIGHUP) ------------------------------------------------ */
+
+static void test_reload(void)
+{
+        struct config live, fresh;
+        char err[512], applied[1024], pending[1024], conf[700];
+
+        snprintf(conf, sizeof(conf), "%s", in(tmpdir, "reload.conf"));
+        CHECK_INT(write_file(conf, "spool_budget = 1G\nmax_jobs = 2\nlog_level = info\n"
+                                   "workspace = a\nmax_transfers = 4\n"),
+                  0);
+        CHECK_INT(load(&live, conf, err, sizeof(err)), 0);
+        CHECK_INT(live.spool_min_free, 0);
+        CHECK_STR(live.log_level, "info");
+        /* Nothing changed: nothing named. */
+        CHECK_INT(load(&fresh, conf, err, sizeof(err)), 0);
+        config_reload(&live, &fresh, applied, sizeof(applied), pending, sizeof(pending));
+        CHECK_STR(applied, "");
+        CHECK_STR(pending, "");
+        CHECK_INT(write_file(conf, "spool_budget = 2G\nmax_jobs = 3\nlog_level = warning\n"
+                                   "workspace = b\nspool_min_free = 10M\nmax_transfers = 8\n"
+                                   "backend = comet\nhello_timeout_ms = 500\n"),
+                  0);
+        CHECK_INT(load(&fresh, conf, err, sizeof(err)), 0);
+        config_reload(&live, &fresh, applied, sizeof(applied), pending, sizeof(pending));
+        CHECK_STR(applied, "workspace, spool_budget, spool_min_free, max_jobs, hello_timeout_ms, "
+                           "log_level");
+        CHECK_STR(pending, "backend, max_transfers");
+        CHECK_INT(live.spool_budget, 2LL << 30);
+        CHECK_INT(live.spool_min_free, 10LL << 20);
+        CHECK_INT(live.max_jobs, 3);
+        CHECK_INT(live.hello_timeout_ms, 500);
+        CHECK_STR(live.workspace, "b");
+        CHECK_STR(live.log_level, "warn");
+        /* Restart-only settings keep their values until then. */
+        CHECK_INT(live.max_transfers, 4);
+        CHECK_STR(live.backend, "local");
+        /* A bad log level is refused, as any bad value. */
+        CHECK_INT(write_file(conf, "log_level = loud\n"), 0);
+        CHECK_INT(load(&fresh, conf, err, sizeof(err)), -1);
+        CHECK(strstr(err, "bad value for setting \"log_level\"") != NULL);
+        setenv("FERRY_LOG_LEVEL", "debug", 1);
+        CHECK_INT(write_file(conf, "log_level = error\n"), 0);
+        CHECK_INT(load(&fresh, conf, err, sizeof(err)), 0);
+        CHECK_STR(fresh.log_level, "debug"); /* the environment beats the file */
+        unsetenv("FERRY_LOG_LEVEL");
+        CHECK_INT(unlink(conf), 0);
+}
+
 int main(void)
 {
         int fds, cwd;
@@ -497,6 +548,7 @@ int main(void)
         test_ferryd_conf();
         test_refusals();
         test_backoff();
+        test_reload();
 
         env_restore();
         if (cwd >= 0) {

@@ -449,6 +449,93 @@ static void retry_print(struct run *r, const cJSON *rep)
                 printf("requeued %lld item%s\n", n, plural(n));
 }
 
+/* ---- cancel ---- */
+
+struct cancel_state {
+        int64_t *jobs;
+        int n;
+};
+
+static int cancel_check(struct run *r)
+{
+        struct cancel_state *st = r->data = xnomem(calloc(1, sizeof(*st)));
+        long long job;
+        int i;
+
+        st->jobs = xnomem(calloc((size_t)r->argc, sizeof(*st->jobs)));
+        for (i = 0; i < r->argc; i++) {
+                if (parse_count(r->argv[i], 0, 9007199254740992LL, &job) != 0) {
+                        free(st->jobs);
+                        st->jobs = NULL;
+                        return usage(r->cmd, "job ID \"%s\" is not a number", r->argv[i]);
+                }
+                st->jobs[st->n++] = job;
+        }
+        return 0;
+}
+
+/* One request per ID; a refusal is said at once and the others go on. The reply: the one
+ * item, or an array of them. */
+static int cancel_call(struct run *r, struct ferry_client *c, char **reply)
+{
+        struct cancel_state *st = r->data;
+        cJSON *all = xnomem(cJSON_CreateArray()), *one;
+        char *json = NULL;
+        int i, rc, failed = 0;
+
+        for (i = 0; i < st->n; i++) {
+                rc = ferry_cancel(c, st->jobs[i], &json);
+                if (rc != 0 || (one = cJSON_Parse(json)) == NULL) {
+                        fail_client(c, rc != 0 ? rc : FERRY_EPROTO);
+                        failed++;
+                } else {
+                        cJSON_AddItemToArray(all, one);
+                }
+                ferry_free(json);
+                json = NULL;
+        }
+        free(st->jobs);
+        st->jobs = NULL;
+        if (cJSON_GetArraySize(all) == 1)
+                reply_of(xnomem(cJSON_DetachItemFromArray(all, 0)), reply);
+        else if (cJSON_GetArraySize(all) > 1)
+                reply_of(cJSON_Duplicate(all, 1), reply);
+        cJSON_Delete(all);
+        return failed > 0 ? FERRY_EFAILED : 0;
+}
+
+static void cancel_print(struct run *r, const cJSON *rep)
+{
+        const cJSON *it;
+
+        (void)r;
+        if (cJSON_IsObject(rep)) {
+                printf("cancelled %lld (%s, was %s)\n", jint(rep, "job", -1),
+                       jstr(rep, "name") ? jstr(rep, "name") : "?",
+                       jstr(rep, "was") ? jstr(rep, "was") : "?");
+                if (jstr(rep, "remote") != NULL)
+                        printf("  %s\n", jstr(rep, "remote"));
+                return;
+        }
+        cJSON_ArrayForEach(it, rep)
+        {
+                cancel_print(r, it);
+        }
+}
+
+/* Those that failed said so; the others are shown all the same. */
+static void cancel_failed(struct run *r, struct ferry_client *c, int rc, const cJSON *rep)
+{
+        (void)c;
+        (void)rc;
+        if (rep == NULL)
+                return;
+        if (r->json)
+                print_json(rep);
+        else
+                cancel_print(r, rep);
+}
+
 /* ---- recover ---- */
 
 static int recover_call(struct run *r, struct ferry_client *c, char **reply)
@@ -758,6 +845,10 @@ const struct command commands[] = {
      "  --json              print the reply as JSON\n",
      OPTIONS(OPT_ALL, ), 0, -1, NULL, CMD_CONNECT | CMD_JSON, retry_check, retry_call, retry_print,
      NULL},
+    {"cancel", "ID... [--json]", "drop queued, running or failed items: their snapshots are freed",
+     "  --json              print the reply as JSON\n", NULL, 1, -1,
+     "give the ID of the item to cancel (see `ferry ls`)", CMD_CONNECT | CMD_JSON, cancel_check,
+     cancel_call, cancel_print, cancel_failed},
     {"recover", "[--json]", "re-queue the versions whose snapshots ferryd put in quarantine",
      "  --json              print the reply as JSON\n", NULL, 0, 0, NULL, CMD_CONNECT | CMD_JSON,
      NULL, recover_call, recover_print, NULL},

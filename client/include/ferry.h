@@ -230,6 +230,13 @@ int ferry_retry(struct ferry_client *client, int64_t job, char **json);
  */
 int ferry_recover(struct ferry_client *client, char **json);
 
+/*
+ * Cancel queued, running or failed job `job`: it is dropped and its
+ * snapshots freed (a version OPEN on Comet is set to ERROR). *json
+ * (optional) receives {"job", "name", "was", "remote"} (see PROTOCOL.md).
+ */
+int ferry_cancel(struct ferry_client *client, int64_t job, char **json);
+
 /* `spec` is [workspace/]name[:version_or_alias]. *json is the version. */
 int ferry_get(struct ferry_client *client, const char *spec, char **json);
 

@@ -121,8 +121,11 @@ def library():
             _lib, _lib_path = lib, path
             return lib
         raise LibraryNotFoundError(
-            "cannot load libferry, the C client library of ferryd (tried %s); install ferry "
-            "or set FERRY_LIB to the path of libferry.so" % "; ".join(tried))
+            "cannot load libferry.so.0, the C client library of ferryd (tried %s). Install the "
+            "ferry package (apt install ./ferry_*.deb); after `cmake --install` into a "
+            "directory the loader does not search yet, run `ldconfig` as root (or add the "
+            "directory to LD_LIBRARY_PATH); or set FERRY_LIB to the library's path"
+            % "; ".join(tried))
 
 
 def library_path():
