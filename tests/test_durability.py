@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import time
 import threading
 import unittest
 
@@ -123,6 +124,10 @@ class Snapshot(FerryTestCase):
         d.cli("log", "clean", self.write("x.bin", os.urandom(50_000)))
         d.cli("wait", "--timeout", "30")
         spool = os.path.join(d.state_dir, "spool")
+        # Removal is deferred to the thread pool (and past any pinned reader): give it a moment.
+        deadline = time.monotonic() + 10
+        while [n for n in os.listdir(spool) if n != "staging"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         leftovers = [n for n in os.listdir(spool) if n != "staging"]
         self.assertEqual(leftovers, [])
         self.assertEqual(d.cli_json("status")["spool_bytes"], 0)
