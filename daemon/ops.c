@@ -136,6 +136,7 @@ static struct write_req *write_req_new(struct request *req,
                 return NULL;
         w->op.run = run;
         w->op.done = done;
+        w->op.durable = true; /* its reply tells the client it is done */
         w->req = req;
         return w;
 }

@@ -941,6 +941,7 @@ int scheduler_cancel(struct scheduler *s, int64_t id,
                 return FERRY_ENOMEM;
         c->op.run = cancel_run;
         c->op.done = cancel_written;
+        c->op.durable = true; /* the client is told it is cancelled */
         c->s = s;
         c->job = id;
         c->done = done;

@@ -106,6 +106,7 @@ struct store {
         sqlite3 *db;
         char instance[33];
         bool damaged;
+        int synchronous; /* 0 unknown, 1 NORMAL, 2 FULL (as opened: FULL) */
 #define XX(name, sql) sqlite3_stmt *name;
         STORE_STATEMENTS(XX)
 #undef XX
@@ -338,6 +339,30 @@ static int store_exec(struct store *st, const char *sql)
 
         sqlite3_free(msg);
         return rc == SQLITE_OK ? 0 : store_error(st, rc);
+}
+
+int store_set_durable(struct store *st, bool durable)
+{
+        int want = durable ? 2 : 1, rc;
+
+        if (st->synchronous == want)
+                return 0;
+        rc = store_exec(st, durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        if (rc == 0)
+                st->synchronous = want;
+        return rc;
+}
+
+int store_synchronous(struct store *st)
+{
+        sqlite3_stmt *s = NULL;
+        int level = -1;
+
+        if (sqlite3_prepare_v2(st->db, "PRAGMA synchronous", -1, &s, NULL) == SQLITE_OK &&
+            sqlite3_step(s) == SQLITE_ROW)
+                level = sqlite3_column_int(s, 0);
+        sqlite3_finalize(s);
+        return level;
 }
 
 int store_begin(struct store *st)

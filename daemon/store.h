@@ -48,6 +48,13 @@ const char *store_instance(const struct store *st);
 bool store_damaged(const struct store *st);
 
 /* Transactions and savepoints (the writer's). */
+/*
+ * The next commits survive a power cut (synchronous=FULL, as opened), or only
+ * a crash of ferryd (NORMAL: WAL without fsync at commit). 0 or a code.
+ */
+int store_set_durable(struct store *st, bool durable);
+/* SQLite's synchronous level now (1 NORMAL, 2 FULL), -1 on error: for tests. */
+int store_synchronous(struct store *st);
 int store_begin(struct store *st);
 int store_commit(struct store *st);
 void store_rollback(struct store *st);

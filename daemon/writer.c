@@ -53,17 +53,19 @@ static void writer_work_cb(uv_work_t *work)
 {
         struct writer *w = work->data;
         struct writer_op *op;
-        bool sync = false;
+        bool sync = false, durable = false;
         int rc;
 
-        for (op = w->batch; op != NULL; op = op->next)
+        for (op = w->batch; op != NULL; op = op->next) {
                 sync = sync || op->sync_spool;
+                durable = durable || op->sync_spool || op->durable;
+        }
         w->commit_rc = 0;
         if (sync && w->sync_spool != NULL && (rc = w->sync_spool(w->sync_data)) != 0) {
                 w->commit_rc = rc;
                 return;
         }
-        if ((rc = store_begin(w->st)) != 0) {
+        if ((rc = store_set_durable(w->st, durable)) != 0 || (rc = store_begin(w->st)) != 0) {
                 w->commit_rc = rc;
                 return;
         }

@@ -33,7 +33,16 @@ struct writer_op {
          * caller's again (it may free it here).
          */
         void (*done)(struct writer_op *op, int rc);
-        bool sync_spool;        /* sync the spool directory before committing */
+        bool sync_spool; /* sync the spool directory before committing (implies durable) */
+        /*
+         * A client is told once this commits (a log, retry, cancel): the batch
+         * is committed with synchronous=FULL and survives a power cut. Other
+         * batches (delivery outcomes) commit with synchronous=NORMAL: they
+         * survive ferryd's crash; a power cut may lose the last ones, whose
+         * steps then run again. In WAL order, a durable commit carries every
+         * earlier one with it.
+         */
+        bool durable;
         int result;             /* the writer's: run()'s result */
         struct writer_op *next; /* the writer's */
 };

@@ -5,7 +5,8 @@
  * operation is rolled back alone, whatever arrives while a batch commits
  * forms the next batch (group commit) — also what done callbacks submit —
  * the spool is synced once per batch that asks for it (a failed sync fails
- * the batch), and writer_close finishes everything first, even when called
+ * the batch), batches that answer a client commit with synchronous=FULL and
+ * the others with NORMAL, and writer_close finishes everything first, even when called
  * from a done callback. The loop is
  * closed at the end with no handle or request left, and no file descriptor
  * may be left open.
@@ -41,10 +42,11 @@ struct test_op {
         int fail;     /* run() returns this after its write (0: success) */
         bool bad_sql; /* run() also inserts a job of an unknown experiment */
         char key[33];
-        int rc;       /* what done() was given */
-        bool done;    /* done() ran */
-        bool visible; /* in done(): the row is visible to another connection */
-        bool closes;  /* done() calls writer_close (as ferryd's last log at shutdown does) */
+        int rc;          /* what done() was given */
+        bool done;       /* done() ran */
+        bool visible;    /* in done(): the row is visible to another connection */
+        bool closes;     /* done() calls writer_close (as ferryd's last log at shutdown does) */
+        int synchronous; /* run(): SQLite's synchronous level of its batch */
         struct test_op *then[2]; /* done() submits these (a step that leads to the next) */
         struct writer *w;
 };
@@ -66,6 +68,7 @@ static int test_run(struct store *st, struct writer_op *op)
 
         if (nrun < MAX_OPS)
                 run_order[nrun++] = t->index;
+        t->synchronous = store_synchronous(st);
         rc = store_experiment_insert(st, t->key, "ws", "proj", NULL);
         if (rc == 0 && t->bad_sql) {
                 struct job job;
@@ -346,6 +349,48 @@ static void test_sync_spool(void)
 }
 
 /* Operations submitted by done callbacks arrive while the writer is busy: they share a batch. */
+/* Batches that answer a client commit with synchronous=FULL, delivery outcomes with NORMAL. */
+static void test_durability_levels(void)
+{
+        struct writer *w = open_writer();
+        struct test_op a, b, c, d;
+
+        if (w == NULL)
+                return;
+        op_init(&a, 0, w); /* an outcome, alone */
+        writer_submit(w, &a.op);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK(a.done);
+        CHECK_INT(a.rc, 0);
+        CHECK_INT(a.synchronous, 1);
+        op_init(&b, 1, w); /* an acknowledged write, alone */
+        b.op.durable = true;
+        writer_submit(w, &b.op);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK(b.done);
+        CHECK_INT(b.synchronous, 2);
+        /* A log (its spool synced) and an outcome that arrive while a batch commits share
+         * the next batch: durable. */
+        op_init(&a, 2, w);
+        op_init(&c, 3, w);
+        op_init(&d, 4, w);
+        c.op.sync_spool = true;
+        writer_submit(w, &a.op);
+        writer_submit(w, &c.op);
+        writer_submit(w, &d.op);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK(d.done);
+        CHECK_INT(a.synchronous, 1);
+        CHECK_INT(c.synchronous, 2);
+        CHECK_INT(d.synchronous, 2);
+        op_init(&a, 5, w); /* and back */
+        writer_submit(w, &a.op);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK(a.done);
+        CHECK_INT(a.synchronous, 1);
+        close_writer(w);
+}
+
 static void test_submit_from_done(void)
 {
         struct writer *w = open_writer();
@@ -518,6 +563,7 @@ int main(void)
         test_order_and_rollback();
         test_group_commit();
         test_sync_spool();
+        test_durability_levels();
         test_submit_from_done();
         test_close_flushes();
         store_close(reader);
