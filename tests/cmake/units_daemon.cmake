@@ -1,0 +1,5 @@
+# Unit tests of the daemon's modules against fakes of their neighbours, in
+# libuv's style (tests/uvtest.h): one process per test, each with its own loop
+# and temporary directory; the loop must close with no handle left and no
+# descriptor may stay open. They run in both builds, the sanitizers included.
+ferry_c_test(test_scheduler test_scheduler.c)
