@@ -3,3 +3,4 @@
 # and temporary directory; the loop must close with no handle left and no
 # descriptor may stay open. They run in both builds, the sanitizers included.
 ferry_c_test(test_scheduler test_scheduler.c)
+ferry_c_test(test_server test_server.c)
