@@ -35,6 +35,15 @@
 #include "writer.h"
 
 #define KEY "0123456789abcdef0123456789abcdef"
+
+/*
+ * Known daemon bugs. The test that shows one checks today's behaviour, so
+ * that a fix makes it fail: then set the switch to 1 (or pass -DFIXED_...=1)
+ * and it checks the documented behaviour instead.
+ */
+#ifndef FIXED_STOP_WAIT_ALL_COUNTS
+#define FIXED_STOP_WAIT_ALL_COUNTS 0 /* scheduler.c, scheduler_stop: pending of a wait on all */
+#endif
 #define MAX_DELIVERIES 256
 
 /* ---- the fake backend: records deliveries, reports only when told ---- */
@@ -876,6 +885,15 @@ static void test_stop_in_flight(void)
         CHECK(!w1.drained);
         CHECK(!w2.drained);
         CHECK_INT(w2.pending, 1);
+#if FIXED_STOP_WAIT_ALL_COUNTS
+        CHECK_INT(w1.pending, 3); /* j1 and j2 running, j3 queued */
+#else
+        /* Known bug: the wait on every job gets pending 0 (its `remaining`, unused for such
+         * waits) where its timeout reports the queue's count; "not drained, 0 pending". */
+        CHECK_INT(w1.pending, 0);
+        fprintf(stderr, "test_scheduler.stop_in_flight: known bug: a wait on every job answered "
+                        "by the stop says pending 0 with 3 jobs queued\n");
+#endif
         CHECK_INT(status().waiters, 0);
         CHECK_INT(stopped_calls, 0);
         /* A wait that comes now is answered at once. */

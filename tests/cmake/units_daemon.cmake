@@ -4,3 +4,4 @@
 # descriptor may stay open. They run in both builds, the sanitizers included.
 ferry_c_test(test_scheduler test_scheduler.c)
 ferry_c_test(test_server test_server.c)
+ferry_c_test(test_ops test_ops.c)
