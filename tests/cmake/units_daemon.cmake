@@ -5,3 +5,4 @@
 ferry_c_test(test_scheduler test_scheduler.c)
 ferry_c_test(test_server test_server.c)
 ferry_c_test(test_ops test_ops.c)
+ferry_c_test(test_backend_local test_backend_local.c)
