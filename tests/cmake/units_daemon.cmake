@@ -6,3 +6,6 @@ ferry_c_test(test_scheduler test_scheduler.c)
 ferry_c_test(test_server test_server.c)
 ferry_c_test(test_ops test_ops.c)
 ferry_c_test(test_backend_local test_backend_local.c)
+# The Comet backend against tests/comet_standin.py, which each test starts on 127.0.0.1.
+ferry_c_test(test_backend_comet test_backend_comet.c)
+target_compile_definitions(test_backend_comet PRIVATE FERRY_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
