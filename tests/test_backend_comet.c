@@ -235,6 +235,17 @@ static struct pending_then pending[64];
 static int npending;
 static uv_timer_t then_timer;
 
+static cJSON *standin(const char *method, const char *path, const char *body);
+static int standin_count(const cJSON *state, const char *endpoint);
+
+/*
+ * With `watch_steps`, each confirmation first asks the stand-in what it has
+ * seen: no upload may have started before the version's creation was
+ * confirmed, and no close before the last asset's.
+ */
+static bool watch_steps;
+static int uploads_before_created = -1, closes_before_assets = -1;
+
 static void then_timer_cb(uv_timer_t *t)
 {
         struct pending_then now[64];
@@ -242,16 +253,27 @@ static void then_timer_cb(uv_timer_t *t)
 
         memcpy(now, pending, sizeof(now));
         npending = 0;
-        for (i = 0; i < n; i++)
+        for (i = 0; i < n; i++) {
+                if (watch_steps) {
+                        cJSON *state = standin("GET", "/_standin/state", NULL);
+
+                        if (uploads_before_created < 0)
+                                uploads_before_created = standin_count(state, "uploadAsset");
+                        else
+                                closes_before_assets = standin_count(state, "state");
+                        cJSON_Delete(state);
+                }
                 now[i].then(now[i].job, 0);
+        }
 }
 
+/* The queue commits a step, then confirms it: here 50 ms later. */
 static void confirm_later(struct job *job, backend_then_cb *then)
 {
         pending[npending].job = job;
         pending[npending].then = then;
         npending++;
-        uv_timer_start(&then_timer, then_timer_cb, 5, 0);
+        uv_timer_start(&then_timer, then_timer_cb, 50, 0);
 }
 
 static struct event *add_event(char kind, const struct job *job)
@@ -485,8 +507,12 @@ static void test_delivery_flow(void)
         cJSON *state;
 
         setup();
+        watch_steps = true;
         j = make_job(1, "flow", NULL);
         r = deliver_wait(j, 10000);
+        watch_steps = false;
+        CHECK_INT(uploads_before_created, 0);
+        CHECK_INT(closes_before_assets, 0);
         CHECK_INT(outcome(r), BACKEND_OK);
         CHECK_STR(r ? r->assigned_version : "", "1.0.0");
         CHECK_STR(events_of(1), "RCAAAF");
@@ -734,6 +760,14 @@ static void test_down_and_back(void)
         UVTEST_WAIT_INT(&probe_seen.calls, 3, 10000);
         CHECK(!probe_seen.online);
         CHECK(strstr(probe_seen.message, "COMET_URL_OVERRIDE") != NULL);
+        /* JSON, but not Comet's isAlive answer (no version): not Comet either. */
+        standin_faults("[{\"endpoint\": \"isAlive\", \"respond\": {\"status\": 200, "
+                       "\"body\": \"{}\"}}]");
+        be->ops->probe(be, probe_cb);
+        UVTEST_WAIT_INT(&probe_seen.calls, 4, 10000);
+        CHECK(!probe_seen.online);
+        CHECK_STR(probe_seen.message, "the liveness probe: the answer is JSON but not Comet's (no "
+                                      "version); check COMET_URL_OVERRIDE");
         standin_faults("[]");
         r = deliver_wait(j, 10000);
         CHECK_INT(outcome(r), BACKEND_OK);

@@ -414,6 +414,45 @@ static void test_numbering(void)
         teardown();
 }
 
+/*
+ * The committer keeps each artifact's order even when a later version's blobs
+ * are stored first: a large first version, a tiny second one.
+ */
+static void test_order_kept(void)
+{
+        static const char *const tiny[] = {"t", NULL};
+        const struct backend_result *r1, *r2;
+        struct job *big, *small, *other;
+        char *text = malloc((48u << 20) + 1);
+
+        setup();
+        memset(text, 'z', 48u << 20);
+        text[48u << 20] = '\0';
+        {
+                const char *files[] = {text, NULL};
+
+                big = make_job(1, "m", NULL, NULL, files, false);
+        }
+        free(text);
+        small = make_job(2, "m", NULL, NULL, tiny, false);
+        other = make_job(3, "n", NULL, NULL, tiny, false);
+        be->ops->deliver(be, big);
+        be->ops->deliver(be, small);
+        be->ops->deliver(be, other);
+        UVTEST_WAIT_INT(&nfinished, 3, 10000);
+        r1 = result_of(1);
+        r2 = result_of(2);
+        CHECK_STR(r1 ? r1->assigned_version : "", "1.0.0");
+        CHECK_STR(r2 ? r2->assigned_version : "", "2.0.0");
+        CHECK(event_index('F', 1) < event_index('F', 2));
+        /* Another artifact does not wait for it. */
+        CHECK(event_index('F', 3) < event_index('F', 1));
+        job_free(big);
+        job_free(small);
+        job_free(other);
+        teardown();
+}
+
 /* Look-ups: Latest, by version, by alias exactly and then ignoring case; the reply's shape. */
 static void test_get_aliases(void)
 {
@@ -661,6 +700,7 @@ static void test_close_and_probe(void)
 
 static const struct uvtest tests[] = {
     {"numbering", test_numbering},
+    {"order_kept", test_order_kept},
     {"get_aliases", test_get_aliases},
     {"blobs_shared", test_blobs_shared},
     {"redelivery", test_redelivery},

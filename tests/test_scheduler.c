@@ -58,6 +58,7 @@ struct fake {
         int ndelivered;
         void (*probe_done)(struct backend *be, bool online, const char *message);
         int probes;
+        int64_t probe_ms[8]; /* monotonic time of each probe */
         int aborts;
         enum { ABORT_CANCELS, ABORT_REPORTS_TRANSIENT, ABORT_NOTHING } on_abort;
         bool stopped;   /* the scheduler said it stopped: nothing may come after */
@@ -187,6 +188,8 @@ static void fake_probe(struct backend *be,
         if (fake.stopped)
                 fake.after_stop++;
         CHECK(fake.probe_done == NULL); /* one probe at a time */
+        if (fake.probes < 8)
+                fake.probe_ms[fake.probes] = uvtest_mono_ms();
         fake.probes++;
         fake.probe_done = done;
 }
@@ -766,7 +769,7 @@ static void test_permanent(void)
 static void test_offline(void)
 {
         struct scheduler_status st;
-        int64_t j1, j2, before;
+        int64_t j1, j2, before, offline_at, answered_at;
 
         setup();
         j1 = add_job("o1");
@@ -774,6 +777,7 @@ static void test_offline(void)
         scheduler_start(sched, &fake.base);
         UVTEST_WAIT_INT(&fake.ndelivered, 2, 2000);
         before = util_now_ms();
+        offline_at = uvtest_mono_ms();
         fake_fail(j1, BACKEND_OFFLINE, "cannot connect to comet.example: refused", -1);
         UVTEST_WAIT(!status().online, 1000);
         st = status();
@@ -787,11 +791,16 @@ static void test_offline(void)
         CHECK_STR(job_state(j1), "queued");
         /* No delivery while offline; a probe after about a second. */
         UVTEST_WAIT_INT(&fake.probes, 1, 3000);
+        CHECK(fake.probe_ms[0] - offline_at >= 990);
         CHECK_INT(fake.ndelivered, 2);
+        answered_at = uvtest_mono_ms();
         fake_answer_probe(false, "still refused");
         CHECK_STR(status().last_error, "still refused");
         CHECK(!status().online);
         UVTEST_WAIT_INT(&fake.probes, 2, 4000);
+        /* The second probe: 2 s jittered over its upper half. */
+        CHECK(fake.probe_ms[1] - answered_at >= 990);
+        CHECK(fake.probe_ms[1] - answered_at <= 2300);
         CHECK_INT(fake.ndelivered, 2);
         fake_answer_probe(true, NULL);
         st = status();
