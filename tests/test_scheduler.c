@@ -800,7 +800,7 @@ static void test_offline(void)
         UVTEST_WAIT_INT(&fake.probes, 2, 4000);
         /* The second probe: 2 s jittered over its upper half. */
         CHECK(fake.probe_ms[1] - answered_at >= 990);
-        CHECK(fake.probe_ms[1] - answered_at <= 2300);
+        CHECK(fake.probe_ms[1] - answered_at <= 3000); /* 2 s, and room for a loaded machine */
         CHECK_INT(fake.ndelivered, 2);
         fake_answer_probe(true, NULL);
         st = status();
