@@ -585,7 +585,11 @@ static void op_pause(struct request *req)
         cJSON *rep;
 
         CHECK_KEYS(req, "paused");
-        if (proto_get_bool(req->msg, "paused", true, &paused, err, sizeof(err)) != 0) {
+        if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(req->msg, "paused"))) {
+                request_fail(req, FERRY_EINVAL, "pause needs a boolean \"paused\"");
+                return;
+        }
+        if (proto_get_bool(req->msg, "paused", false, &paused, err, sizeof(err)) != 0) {
                 request_fail(req, FERRY_EINVAL, "%s", err);
                 return;
         }

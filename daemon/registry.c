@@ -218,6 +218,10 @@ int registry_sync_dirs(const char *dir, char (*subdirs)[3], size_t n)
                 if (util_fsync_dir(path) != 0)
                         rc = FERRY_EIO;
         }
+        /* A subdirectory made for this batch is a name in blobs/: that must last too. */
+        snprintf(path, sizeof(path), "%s/blobs", dir);
+        if (n > 0 && util_fsync_dir(path) != 0)
+                rc = FERRY_EIO;
         return rc;
 }
 

@@ -1070,8 +1070,18 @@ void scheduler_stop(struct scheduler *s, int64_t grace_ms, void (*stopped)(void 
         s->stopped = stopped;
         s->stopped_data = data;
         uv_timer_stop(&s->timer);
-        while (s->waits != NULL)
-                wait_end(s, s->waits, false, s->waits->remaining);
+        while (s->waits != NULL) {
+                struct scheduler_wait *w = s->waits;
+                int64_t pending = w->remaining, failed = 0;
+
+                if (w->all) { /* as a timeout counts it: the queue's count, not the list's */
+                        pending = scheduler_pending_all(s, &failed);
+                        w->failed = failed;
+                        if (pending < 0)
+                                pending = 0;
+                }
+                wait_end(s, w, false, pending);
+        }
         if (s->nrunning > 0) {
                 log_info("stopping: waiting up to %lld ms for %d running deliveries",
                          (long long)grace_ms, s->nrunning);

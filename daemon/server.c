@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -44,8 +45,9 @@ struct server {
         int reserve_fd; /* /dev/null, given up to accept and refuse when out of descriptors */
         struct client *clients;
         int nclients;
-        int max_clients; /* within the descriptor limit */
+        int max_clients;         /* within the descriptor limit */
         struct client_host host; /* what connections see of the server */
+        uint64_t round_floor;    /* connections of a serial above it came in this accept round */
         struct {
                 int64_t last_ms;
                 uint64_t count, logged;
@@ -151,7 +153,8 @@ static bool server_evict(struct server *srv, const struct client *keep)
         for (c = srv->clients; c != NULL; c = client_next(c)) {
                 int rank;
 
-                if (c == keep || client_closed(c) || !client_idle(c))
+                if (c == keep || client_serial(c) > srv->round_floor || client_closed(c) ||
+                    !client_idle(c))
                         continue;
                 rank = !client_said_hello(c) ? 3 : client_uid(c) != getuid() ? 2 : 1;
                 /* The longest idle goes first; of those accepted in the same millisecond, the
@@ -257,11 +260,21 @@ static void server_accept_one(struct server *srv, int fd)
         client_read_now(c);
 }
 
+/* Is a connection waiting on the listener? */
+static bool server_pending(struct server *srv)
+{
+        struct pollfd p = {.fd = srv->fd, .events = POLLIN};
+
+        return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
 static void server_accept_cb(uv_poll_t *h, int status, int events)
 {
         struct server *srv = h->data;
         int i, fd;
 
+        /* Connections accepted from here on are never evicted in this round. */
+        srv->round_floor = srv->clients != NULL ? client_serial(srv->clients) : 0;
         for (i = 0; i < SERVER_ACCEPTS_PER_WAKE && !srv->stopping; i++) {
                 fd = accept4(srv->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd >= 0) {
@@ -271,7 +284,9 @@ static void server_accept_cb(uv_poll_t *h, int status, int events)
                 if (errno == EINTR || errno == ECONNABORTED)
                         continue;
                 if (errno == EMFILE || errno == ENFILE) {
-                        server_out_of_fds(srv);
+                        /* accept() says so before it looks: make room only for a real one. */
+                        if (server_pending(srv))
+                                server_out_of_fds(srv);
                         return;
                 }
                 if (errno != EAGAIN && errno != EWOULDBLOCK)

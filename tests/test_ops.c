@@ -42,7 +42,7 @@
  * -DFIXED_...=1) and the test checks what PROTOCOL.md says instead.
  */
 #ifndef FIXED_PAUSE_REQUIRES_PAUSED
-#define FIXED_PAUSE_REQUIRES_PAUSED 0 /* ops.c, op_pause: "paused" is not required */
+#define FIXED_PAUSE_REQUIRES_PAUSED 1 /* ops.c, op_pause: "paused" is not required */
 #endif
 
 /* main.c's; artifact.log is not exercised here. */
@@ -467,9 +467,10 @@ static void test_status(void)
 
         r = testpeer_call(&p, "{\"id\":9,\"op\":\"status\"}");
         CHECK_STR(testpeer_code(r), "ok");
-        CHECK_STR(keys_of(r), "id,ok,backend,online,paused,offline_since,last_error,queued,"
-                              "running,failed,done,cancelled,bytes_queued,bytes_sent,rate_bps,"
-                              "spool_bytes,spool_budget,waiters,errors,warnings");
+        CHECK_STR(keys_of(r),
+                  "id,ok,backend,online,paused,offline_since,last_error,queued,"
+                  "running,failed,done,cancelled,bytes_queued,bytes_sent,rate_bps,"
+                  "spool_bytes,spool_budget,spool_min_free,spool_free,waiters,errors,warnings");
         CHECK_STR(str(r, "backend"), "fake");
         CHECK(cJSON_IsTrue(cJSON_GetObjectItem(r, "online")));
         CHECK(cJSON_IsTrue(cJSON_GetObjectItem(r, "paused")));

@@ -42,7 +42,7 @@
  * and it checks the documented behaviour instead.
  */
 #ifndef FIXED_STOP_WAIT_ALL_COUNTS
-#define FIXED_STOP_WAIT_ALL_COUNTS 0 /* scheduler.c, scheduler_stop: pending of a wait on all */
+#define FIXED_STOP_WAIT_ALL_COUNTS 1 /* scheduler.c, scheduler_stop: pending of a wait on all */
 #endif
 #define MAX_DELIVERIES 256
 

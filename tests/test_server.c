@@ -41,7 +41,7 @@
  * and it checks the documented behaviour instead.
  */
 #ifndef FIXED_ACCEPT_EMFILE_EVICTS
-#define FIXED_ACCEPT_EMFILE_EVICTS 0 /* server.c, server_accept_cb: EMFILE with nobody waiting */
+#define FIXED_ACCEPT_EMFILE_EVICTS 1 /* server.c, server_accept_cb: EMFILE with nobody waiting */
 #endif
 
 /* main.c's; the ops that call it are not exercised here. */
