@@ -41,6 +41,7 @@ struct config {
         int64_t min_rate_bps;       /* ... plus its size at this rate */
         int64_t retry_after_cap_ms; /* the longest Retry-After obeyed */
         int64_t stop_grace_ms;      /* SIGTERM: how long running transfers may finish */
+        int s3_page_size;           /* keys asked for per S3 listing page (S3 sends <= 1000) */
 };
 
 /*
