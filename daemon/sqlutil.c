@@ -33,14 +33,21 @@ static int find_migration(const char *text, int n, const char **sql, size_t *len
         return 0;
 }
 
+/*
+ * The highest migration number in text. Numbers may have gaps (a number
+ * reserved for a change that has not landed yet): a missing one is skipped.
+ */
 static int count_migrations(const char *text)
 {
-        int n = 0;
-        const char *sql;
-        size_t len;
+        const char *p = text;
+        int n = 0, v;
 
-        while (find_migration(text, n + 1, &sql, &len) == 1)
-                n++;
+        while ((p = strstr(p, MARK)) != NULL) {
+                v = atoi(p + sizeof(MARK) - 1);
+                if (v > n)
+                        n = v;
+                p += sizeof(MARK) - 1;
+        }
         return n;
 }
 
@@ -102,7 +109,8 @@ int sqlutil_open(const char *path, const char *migrations, sqlite3 **out, char *
                 char *script;
                 int rc;
 
-                find_migration(migrations, v, &sql, &len);
+                if (find_migration(migrations, v, &sql, &len) != 1)
+                        continue; /* a gap: the next migration records the version */
                 script = malloc(len + 64);
                 if (script == NULL) {
                         snprintf(err, errlen, "out of memory");
