@@ -64,6 +64,8 @@ enum {
         OPT_SOCKET,
         OPT_LIMIT,
         OPT_CLEAR,
+        OPT_NO_SYNC,
+        OPT_MAX_SYNCED,
 };
 
 static const struct command commands[];
@@ -343,6 +345,41 @@ static int parse_limit(const char *s, int *limit)
         return 0;
 }
 
+/* "--max-synced-objects N": 1..FERRY_MAX_SYNCED_OBJECTS. Return 0 or -1. */
+static int parse_max_synced(const char *s, int64_t *n)
+{
+        char *end;
+        long long v;
+
+        if (s[0] < '0' || s[0] > '9')
+                return -1;
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno != 0 || *end != '\0' || v < 1 || v > FERRY_MAX_SYNCED_OBJECTS)
+                return -1;
+        *n = v;
+        return 0;
+}
+
+/* Print a reply's "warnings" (strings, or {"job", "name", "message"}) to stderr. */
+static void print_warnings(const cJSON *rep)
+{
+        const cJSON *it;
+
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(rep, "warnings"))
+        {
+                const char *m = cJSON_IsString(it) ? it->valuestring : jstr(it, "message");
+                const char *p;
+
+                if (m == NULL)
+                        continue;
+                /* One line per warning: a version may carry several. */
+                for (; (p = strchr(m, '\n')) != NULL; m = p + 1)
+                        fprintf(stderr, "ferry: warning: %.*s\n", (int)(p - m), m);
+                fprintf(stderr, "ferry: warning: %s\n", m);
+        }
+}
+
 /* A job id: decimal digits. Return 0 or -1. */
 static int parse_job(const char *s, int64_t *id)
 {
@@ -482,6 +519,8 @@ static int cmd_log(const struct command *cmd, struct cli *cli, int argc, char **
             {"tag", required_argument, NULL, OPT_TAG},
             {"metadata", required_argument, NULL, OPT_METADATA},
             {"remote", required_argument, NULL, OPT_REMOTE},
+            {"no-sync", no_argument, NULL, OPT_NO_SYNC},
+            {"max-synced-objects", required_argument, NULL, OPT_MAX_SYNCED},
             {"logical-path", required_argument, NULL, OPT_LOGICAL_PATH},
             {"experiment", required_argument, NULL, OPT_EXPERIMENT},
             {"workspace", required_argument, NULL, OPT_WORKSPACE},
@@ -496,7 +535,8 @@ static int cmd_log(const struct command *cmd, struct cli *cli, int argc, char **
         struct ferry_log_options lo = {NULL, NULL, NULL};
         const char **aliases, **tags, **remotes;
         size_t naliases = 0, ntags = 0, nremotes = 0, i;
-        bool wait = false, json = false, have_timeout = false;
+        bool wait = false, json = false, have_timeout = false, sync = true, have_max = false;
+        int64_t max_synced = 10000;
         struct ferry_artifact *a = NULL;
         struct ferry_client *c = NULL;
         char *reply = NULL, *wreply = NULL;
@@ -529,6 +569,18 @@ static int cmd_log(const struct command *cmd, struct cli *cli, int argc, char **
                         break;
                 case OPT_REMOTE:
                         remotes[nremotes++] = optarg;
+                        break;
+                case OPT_NO_SYNC:
+                        sync = false;
+                        break;
+                case OPT_MAX_SYNCED:
+                        if (parse_max_synced(optarg, &max_synced) != 0) {
+                                status =
+                                    usage(cmd, "--max-synced-objects wants 1 to %d, not \"%s\"",
+                                          FERRY_MAX_SYNCED_OBJECTS, optarg);
+                                goto out;
+                        }
+                        have_max = true;
                         break;
                 case OPT_LOGICAL_PATH:
                         logical = optarg;
@@ -583,6 +635,14 @@ static int cmd_log(const struct command *cmd, struct cli *cli, int argc, char **
                 status = usage(cmd, "--timeout applies to --wait");
                 goto out;
         }
+        if ((!sync || have_max) && nremotes == 0) {
+                status = usage(cmd, "--no-sync and --max-synced-objects apply to --remote");
+                goto out;
+        }
+        if (!sync && have_max) {
+                status = usage(cmd, "--max-synced-objects applies when syncing; drop --no-sync");
+                goto out;
+        }
 
         rc = ferry_artifact_new(&a, name, type);
         if (rc == 0 && version != NULL)
@@ -596,7 +656,8 @@ static int cmd_log(const struct command *cmd, struct cli *cli, int argc, char **
         for (i = 0; rc == 0 && i < (size_t)npaths; i++)
                 rc = ferry_artifact_add_file(a, paths[i], logical, 0, NULL);
         for (i = 0; rc == 0 && i < nremotes; i++)
-                rc = ferry_artifact_add_remote(a, remotes[i], NULL, 0, NULL);
+                rc = ferry_artifact_add_remote_sync(a, remotes[i], NULL, 0, NULL,
+                                                    sync ? max_synced : 0);
         if (rc != 0) {
                 status = fail_artifact(a, rc);
                 goto out;
@@ -636,8 +697,11 @@ static int cmd_log(const struct command *cmd, struct cli *cli, int argc, char **
                 print_json(rep);
         }
         if (rc == 0) {
-                if (!json)
+                if (!json) {
                         printf("job %lld delivered\n", (long long)job);
+                        fflush(stdout);
+                        print_warnings(wrep);
+                }
                 status = 0;
         } else if (rc == FERRY_EFAILED) {
                 failed = failed_job(c, job);
@@ -1238,10 +1302,18 @@ static void print_version(const cJSON *v)
                 cJSON_ArrayForEach(it, assets)
                 {
                         bool remote = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "remote"));
+                        const cJSON *am = cJSON_GetObjectItemCaseSensitive(it, "metadata");
+                        bool synced =
+                            remote && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(am, "synced"));
 
-                        fmt_bytes(size, sizeof(size), (double)jint(it, "size", 0));
-                        table_add(&tab, jstr(it, "logical_path"), remote ? "-" : size,
-                                  remote ? "remote" : "file", jstr(it, "link"));
+                        fmt_bytes(
+                            size, sizeof(size),
+                            (double)(synced ? jint(am, "file_size", 0) : jint(it, "size", 0)));
+                        table_add(&tab, jstr(it, "logical_path"), remote && !synced ? "-" : size,
+                                  synced   ? "synced"
+                                  : remote ? "remote"
+                                           : "file",
+                                  jstr(it, "link"));
                 }
                 table_print(&tab, "  ");
                 table_free(&tab);
@@ -1271,10 +1343,13 @@ static int cmd_get(const struct command *cmd, struct cli *cli, int argc, char **
         if (rc != 0) {
                 fail_client(c, rc);
         } else if ((rep = parse_reply(reply)) != NULL) {
-                if (json)
+                if (json) {
                         print_json(rep);
-                else
+                } else {
                         print_version(rep);
+                        fflush(stdout);
+                        print_warnings(rep);
+                }
                 cJSON_Delete(rep);
                 status = 0;
         }
@@ -1534,7 +1609,11 @@ static const struct command commands[] = {
      "  --alias A           an alias; repeatable\n"
      "  --tag T             a version tag; repeatable\n"
      "  --metadata JSON     version metadata, a JSON object\n"
-     "  --remote URI        a remote asset (recorded, not uploaded); repeatable\n"
+     "  --remote URI        a remote asset (recorded, not uploaded); repeatable. ferryd\n"
+     "                      lists an s3:// URI and records each object under it\n"
+     "  --no-sync           record each --remote URI as one remote asset, unlisted\n"
+     "  --max-synced-objects N  at most N objects per s3:// URI (default 10000); more\n"
+     "                      records the URI as one unsynced remote asset\n"
      "  --logical-path P    the name of the one file PATH, or the prefix of the one\n"
      "                      directory PATH\n"
      "  --experiment KEY    log into this experiment (see `ferry experiment`)\n"

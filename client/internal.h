@@ -29,14 +29,14 @@
 struct ferry_download;
 
 struct ferry_client {
-        int fd;                    /* the connection, or -1 once closed */
-        uint64_t next_id;          /* id of the next request; 0 is never used */
-        int timeout_ms;            /* limit for typed requests; <= 0: none */
-        int limit_ms;              /* limit of the request in flight, for messages */
-        struct proto_decoder dec;  /* bytes received and not yet consumed */
-        struct proto_fdq fdq;      /* descriptors received and not yet matched to a frame */
-        uint64_t rx_total;         /* bytes received */
-        uint64_t rx_consumed;      /* bytes of the frames taken out */
+        int fd;                   /* the connection, or -1 once closed */
+        uint64_t next_id;         /* id of the next request; 0 is never used */
+        int timeout_ms;           /* limit for typed requests; <= 0: none */
+        int limit_ms;             /* limit of the request in flight, for messages */
+        struct proto_decoder dec; /* bytes received and not yet consumed */
+        struct proto_fdq fdq;     /* descriptors received and not yet matched to a frame */
+        uint64_t rx_total;        /* bytes received */
+        uint64_t rx_consumed;     /* bytes of the frames taken out */
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
         char backend[32];          /* from the hello reply */
         char err[FERRY_ERR_MAX];   /* the last failure, one sentence */
@@ -50,11 +50,14 @@ enum asset_kind { ASSET_FILE, ASSET_FD, ASSET_REMOTE };
 struct asset {
         char *logical_path;
         enum asset_kind kind;
-        char *path;     /* ASSET_FILE: absolute path, opened when the version is logged */
-        int fd;         /* ASSET_FD: the artifact's own descriptor (dup'd or a temporary file) */
-        char *uri;      /* ASSET_REMOTE */
-        cJSON *meta;    /* asset metadata object, or NULL */
-        bool overwrite; /* sent as given (the daemon's merge rule sees it) */
+        char *path;        /* ASSET_FILE: absolute path, opened when the version is logged */
+        int fd;            /* ASSET_FD: the artifact's own descriptor (dup'd or a temporary file) */
+        char *uri;         /* ASSET_REMOTE */
+        cJSON *meta;       /* asset metadata object, or NULL */
+        bool overwrite;    /* sent as given (the daemon's merge rule sees it) */
+        int64_t sync_max;  /* ASSET_REMOTE: > 0 asks ferryd to list the s3:// URI (at most this
+                              many objects), 0: record the URI as it is */
+        char *sync_prefix; /* ASSET_REMOTE with sync: the logical path the user gave, or NULL */
 };
 
 struct ferry_artifact {
