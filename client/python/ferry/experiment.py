@@ -5,6 +5,7 @@ made; ``log_artifact`` returns as soon as ferryd has committed the version to
 its durable queue, and uploads go on in the daemon after the process exits.
 """
 
+import logging
 import os
 
 from . import _native
@@ -14,6 +15,8 @@ from .errors import FailedError, FerryTimeoutError, InvalidArgumentError, NotRea
 __all__ = ["Experiment", "ExistingExperiment", "LoggedArtifact", "LoggedArtifactAsset"]
 
 KEY_ENV = ("FERRY_EXPERIMENT_KEY", "COMET_EXPERIMENT_KEY")
+
+_log = logging.getLogger("ferry")
 
 
 def _env_key():
@@ -390,6 +393,10 @@ def wait(jobs=None, timeout=None):
     if timeout is not None:
         args["timeout_ms"] = max(1, int(timeout * 1000))
     reply = _native.request("wait", args, timeout_ms=0)
+    for w in reply.get("warnings") or ():
+        # e.g. an S3 listing that fell back to one unsynced remote asset
+        for line in str(w.get("message", "")).splitlines():
+            _log.warning("%s (job %s): %s", w.get("name"), w.get("job"), line)
     if not reply.get("drained"):
         raise FerryTimeoutError("%d job%s still queued or running after %g s"
                                 % (reply.get("pending", 0),
