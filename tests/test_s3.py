@@ -144,11 +144,17 @@ class SyncLocalTest(S3Case):
             "a = ferry.Artifact('pyds', artifact_type='dataset')\n"
             "a.add_remote('s3://%s/data/sub/', logical_path='inputs', metadata={'team': 'x'})\n"
             "la = e.log_artifact(a).wait(timeout=60)\n"
-            "print(sorted(x.logical_path for x in la.assets))\n" % self.bucket)
+            "print(sorted(x.logical_path for x in la.assets))\n"
+            "got = la.download('pyout')\n"
+            "print(open('pyout/inputs/deep/b0.csv').read().replace(chr(10), ' '))\n"
+            "print(sorted(x.remote for x in got.assets))\n" % self.bucket)
         p = self.run_py(script)
-        self.assertEqual(eval(p.stdout.strip()),
+        lines = p.stdout.strip().splitlines()
+        self.assertEqual(eval(lines[0]),
                          ["inputs/a0.txt", "inputs/a1.txt", "inputs/a2.txt",
                           "inputs/deep/b0.csv", "inputs/deep/b1.csv"])
+        self.assertEqual(lines[1].strip(), "x,y 1,2")  # fetched from the store by ferryd
+        self.assertEqual(eval(lines[2]), [False] * 5)  # placed as files
         v, assets = self.get_assets("pyds")
         self.assertEqual(assets["inputs/deep/b0.csv"]["metadata"]["team"], "x")
         self.assertIs(assets["inputs/deep/b0.csv"]["metadata"]["synced"], True)

@@ -337,7 +337,8 @@ class LoggedArtifact:
         `overwrite_strategy`: False/"FAIL" (an existing file with other content
         raises :class:`~ferry.errors.ConflictError`; an identical one is kept),
         "PRESERVE" (keep existing files), True/"OVERWRITE" (replace them).
-        Remote assets are listed on the result, not fetched.
+        Remote assets are listed on the result, not fetched, except synced S3
+        objects (``add_remote`` with ``sync_mode``), which ferryd fetches.
         """
         mode = _overwrite_mode(overwrite_strategy)
         directory = os.path.abspath(os.fspath(path) if path is not None else os.getcwd())
@@ -350,7 +351,8 @@ class LoggedArtifact:
         result = Artifact(self.name, self.artifact_type)
         placed = {f["logical_path"]: f for f in reply.get("files", [])}
         for a in self.assets:
-            if a.remote:
+            # Synced S3 objects were fetched and placed like files; other remote ones skipped.
+            if a.remote and placed.get(a.logical_path, {}).get("action", "skipped") == "skipped":
                 result._assets[a.logical_path] = _Asset(a.logical_path, "remote", value=a.link,
                                                         size=0, metadata=a.metadata)
             else:
