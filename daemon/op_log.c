@@ -64,6 +64,7 @@ struct log_batch {
         struct writer_op op; /* the commit */
         struct request *req;
         struct log_version *v;
+        struct daemon *d; /* v->d, for after v is freed */
         size_t from, to;
         bool commit; /* commit the version once the batch is in */
         int64_t id;  /* the new job's id */
@@ -587,7 +588,7 @@ static void log_batch_free(struct log_batch *b)
 /* The log ended (committed, refused or dropped): the shutdown may be waiting for it. */
 static void log_finished(struct log_batch *b)
 {
-        struct daemon *d = b->v->d;
+        struct daemon *d = b->d; /* b->v may be freed already */
 
         log_batch_free(b);
         daemon_log_finished(d);
@@ -743,6 +744,7 @@ static void log_run_batch(struct request *req, struct log_version *v, size_t fro
         }
         b->req = req;
         b->v = v;
+        b->d = v->d;
         b->from = from;
         b->to = v->job->nassets;
         b->commit = commit;

@@ -163,6 +163,9 @@ class SyncLocalTest(S3Case):
         e = dict(self.daemon.env)
         e.update({"FERRY_LIB": ferrytest.LIBFERRY, "PYTHONPATH": PYDIR,
                   "PYTHONDONTWRITEBYTECODE": "1"})
+        if os.environ.get("FERRY_TEST_PYTHON_PRELOAD"):  # an ASan build (tests/cmake/s3.cmake)
+            e["LD_PRELOAD"] = os.environ["FERRY_TEST_PYTHON_PRELOAD"]
+            e["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=1"
         e.update(env or {})
         p = subprocess.run([ferrytest.PYTHON, "-c", code], env=e, cwd=self.tmp,
                            capture_output=True, text=True, timeout=120)
