@@ -32,8 +32,11 @@ fi
 here="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -f "$here/tests/package.json" ]; then
     want="$(sed -n 's/.*"s3rver": *"\([^"]*\)".*/\1/p' "$here/tests/package.json")"
-    have="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' \
-                "$here/tests/node_modules/s3rver/package.json" 2>/dev/null | head -n 1)"
+    have=""
+    if [ -f "$here/tests/node_modules/s3rver/package.json" ]; then
+        have="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' \
+                    "$here/tests/node_modules/s3rver/package.json" | head -n 1)"
+    fi
     if [ "$want" != "$have" ]; then
         echo "setup: installing s3rver $want into tests/node_modules"
         (cd "$here/tests" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
