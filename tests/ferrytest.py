@@ -169,7 +169,8 @@ class RawClient:
         if fds:
             sent = socket.send_fds(self.sock, [data], list(fds))
             data = data[sent:]
-        self.sock.sendall(data)
+        if data:  # nothing left: a peer that already answered and closed is no error here
+            self.sock.sendall(data)
 
     def read_frame(self):
         """The next frame as a dict, or None when the daemon closed the connection."""
