@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@ static void asset_clear(struct asset *as)
         free(as->logical_path);
         free(as->path);
         free(as->uri);
+        free(as->sync_prefix);
         cJSON_Delete(as->meta);
         if (as->fd >= 0)
                 close(as->fd);
@@ -628,6 +630,15 @@ static void remote_logical_path(const char *uri, char *out, size_t len)
 int ferry_artifact_add_remote(struct ferry_artifact *artifact, const char *uri,
                               const char *logical_path, int overwrite, const char *metadata_json)
 {
+        return ferry_artifact_add_remote_sync(artifact, uri, logical_path, overwrite, metadata_json,
+                                              0);
+}
+
+int ferry_artifact_add_remote_sync(struct ferry_artifact *artifact, const char *uri,
+                                   const char *logical_path, int overwrite,
+                                   const char *metadata_json, int64_t max_synced_objects)
+{
+        const char *given = logical_path;
         char lp[PROTO_LOGICAL_PATH_MAX + 1];
         size_t n = uri ? strlen(uri) : 0;
         const unsigned char *p;
@@ -637,6 +648,10 @@ int ferry_artifact_add_remote(struct ferry_artifact *artifact, const char *uri,
 
         if (artifact == NULL)
                 return FERRY_EINVAL;
+        if (max_synced_objects < 0 || max_synced_objects > FERRY_MAX_SYNCED_OBJECTS)
+                return client_artifact_fail(artifact, FERRY_EINVAL,
+                                            "max_synced_objects must be 1 to %d (0: do not sync)",
+                                            FERRY_MAX_SYNCED_OBJECTS);
         if (n == 0 || n > FERRY_URI_MAX)
                 return client_artifact_fail(artifact, FERRY_EINVAL,
                                             "a remote URI must be 1 to %d bytes long",
@@ -660,6 +675,14 @@ int ferry_artifact_add_remote(struct ferry_artifact *artifact, const char *uri,
                 return rc;
         as.kind = ASSET_REMOTE;
         as.uri = strdup(uri);
+        /* Only s3:// is listed (by ferryd); other schemes stay one remote asset. */
+        if (max_synced_objects > 0 && strncasecmp(uri, "s3://", 5) == 0) {
+                as.sync_max = max_synced_objects;
+                if (given != NULL && (as.sync_prefix = strdup(given)) == NULL) {
+                        asset_clear(&as);
+                        return artifact_nomem(artifact);
+                }
+        }
         if (as.uri == NULL) {
                 asset_clear(&as);
                 return artifact_nomem(artifact);
@@ -795,6 +818,11 @@ int ferry_artifact_to_json(const struct ferry_artifact *artifact, char **json)
                      (as->kind != ASSET_FILE || cJSON_AddStringToObject(o, "file", as->path)) &&
                      (as->kind != ASSET_FD || cJSON_AddTrueToObject(o, "data")) &&
                      (as->kind != ASSET_REMOTE || cJSON_AddStringToObject(o, "remote", as->uri)) &&
+                     (as->sync_max == 0 ||
+                      (cJSON_AddTrueToObject(o, "sync") &&
+                       cJSON_AddNumberToObject(o, "max_synced_objects", (double)as->sync_max))) &&
+                     (as->sync_prefix == NULL ||
+                      cJSON_AddStringToObject(o, "sync_prefix", as->sync_prefix)) &&
                      (!as->overwrite || cJSON_AddTrueToObject(o, "overwrite")) &&
                      (as->meta == NULL || add_copy(o, "metadata", as->meta));
         }

@@ -50,11 +50,14 @@ enum asset_kind { ASSET_FILE, ASSET_FD, ASSET_REMOTE };
 struct asset {
         char *logical_path;
         enum asset_kind kind;
-        char *path;     /* ASSET_FILE: absolute path, opened when the version is logged */
-        int fd;         /* ASSET_FD: the artifact's own descriptor (dup'd or a temporary file) */
-        char *uri;      /* ASSET_REMOTE */
-        cJSON *meta;    /* asset metadata object, or NULL */
-        bool overwrite; /* sent as given (the daemon's merge rule sees it) */
+        char *path;        /* ASSET_FILE: absolute path, opened when the version is logged */
+        int fd;            /* ASSET_FD: the artifact's own descriptor (dup'd or a temporary file) */
+        char *uri;         /* ASSET_REMOTE */
+        cJSON *meta;       /* asset metadata object, or NULL */
+        bool overwrite;    /* sent as given (the daemon's merge rule sees it) */
+        int64_t sync_max;  /* ASSET_REMOTE: > 0 asks ferryd to list the s3:// URI (at most this
+                              many objects), 0: record the URI as it is */
+        char *sync_prefix; /* ASSET_REMOTE with sync: the logical path the user gave, or NULL */
 };
 
 struct ferry_artifact {

@@ -55,7 +55,12 @@ static int log_batch_add(struct ferry_client *c, struct log_batch *b, const stru
                 return client_nomem(c);
         }
         if (as->kind == ASSET_REMOTE) {
-                if (!cJSON_AddStringToObject(o, "remote", as->uri)) {
+                if (!cJSON_AddStringToObject(o, "remote", as->uri) ||
+                    (as->sync_max > 0 &&
+                     (!cJSON_AddTrueToObject(o, "sync") ||
+                      !cJSON_AddNumberToObject(o, "max_synced_objects", (double)as->sync_max) ||
+                      (as->sync_prefix != NULL &&
+                       !cJSON_AddStringToObject(o, "sync_prefix", as->sync_prefix))))) {
                         cJSON_Delete(o);
                         return client_nomem(c);
                 }

@@ -12,6 +12,14 @@
  *   sink->finished() for it, and the backend may keep its own state for the
  *   delivery in job->delivery meanwhile.
  * - Each step's outcome goes to the sink as it happens:
+ *     synced(job, i, assets, n, warning, then)  the listing step of asset i
+ *                            (an s3:// URI to sync, see s3sync.h) is done:
+ *                            the asset is replaced by the n assets given
+ *                            (one per listed object, or one unsynced asset
+ *                            when the listing fell back, with `warning`).
+ *                            The queue commits that, updates job->assets,
+ *                            then calls then(job, rc). Listing comes before
+ *                            any other step, so no asset is confirmed yet;
  *     registered(job)        the experiment key is known to the backend;
  *     created(job, id, v, then)  the version exists on the backend with id
  *                            and version v (v may be NULL: not known yet), or
@@ -69,7 +77,14 @@ struct backend_result {
 
 typedef void backend_then_cb(struct job *job, int rc);
 
+struct job_asset;
+struct s3;
+
 struct backend_sink {
+        /* `assets` (n entries, malloc'd, with what they own) is the queue's from the call on. */
+        void (*synced)(struct backend_sink *sink, struct job *job, int idx,
+                       struct job_asset *assets, size_t n, const char *warning,
+                       backend_then_cb *then);
         void (*registered)(struct backend_sink *sink, struct job *job);
         void (*created)(struct backend_sink *sink, struct job *job, const char *remote_id,
                         const char *assigned_version, backend_then_cb *then);
@@ -86,6 +101,7 @@ struct backend_env {
         const struct config *cfg;
         struct spool *spool; /* the snapshots it uploads (read-only) */
         struct cache *cache; /* the node-wide download cache */
+        struct s3 *s3;       /* the S3 client (listing s3:// assets before delivery) */
         const char *state_dir;
         struct backend_sink *sink;
 };

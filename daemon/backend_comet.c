@@ -52,6 +52,7 @@
 #include "job.h"
 #include "log.h"
 #include "proto.h"
+#include "s3sync.h"
 #include "spool.h"
 #include "util.h"
 
@@ -77,7 +78,7 @@ struct comet_backend {
         void *closed_data;
 };
 
-enum comet_step { STEP_REGISTER, STEP_UPSERT, STEP_ASSETS, STEP_CLOSE, STEP_DONE };
+enum comet_step { STEP_SYNC, STEP_REGISTER, STEP_UPSERT, STEP_ASSETS, STEP_CLOSE, STEP_DONE };
 
 /* One request of a delivery. */
 struct comet_call {
@@ -99,6 +100,7 @@ struct comet_delivery {
         bool error_sent;   /* the ERROR state change was sent */
         bool probing;      /* asking isAlive whether a broken request means offline */
         bool finished;
+        struct s3sync *sync; /* the listing step in progress, or NULL */
         struct backend_result result;
         struct comet_call *calls; /* running requests, for abort */
         struct comet_delivery *next;
@@ -550,6 +552,27 @@ static void comet_probe_after_failure_cb(struct http_request *req, const struct 
         comet_report(cd);
 }
 
+/* ---- step 0: list the s3:// assets to sync ---- */
+
+static void comet_synced_cb(struct job *job, int rc)
+{
+        struct comet_delivery *cd = job->delivery;
+
+        s3sync_recorded(cd->sync, rc);
+}
+
+static void comet_sync_done(struct job *job, const struct backend_result *r)
+{
+        struct comet_delivery *cd = job->delivery;
+
+        cd->sync = NULL;
+        if (r->outcome != BACKEND_OK)
+                comet_fail(cd, r);
+        else
+                cd->step = STEP_REGISTER;
+        comet_delivery_advance(cd);
+}
+
 /* ---- step 1: register the experiment key ---- */
 
 static bool comet_known_registered(struct comet_backend *cb, const char *key)
@@ -873,6 +896,20 @@ static void comet_delivery_advance(struct comet_delivery *cd)
 
         if (!cd->failed) {
                 switch (cd->step) {
+                case STEP_SYNC:
+                        if (cd->sync != NULL)
+                                break; /* listing */
+                        if (!s3sync_needed(job)) {
+                                cd->step = STEP_REGISTER;
+                                comet_delivery_advance(cd);
+                                return;
+                        }
+                        cd->sync = s3sync_start(cb->base.env.s3, cb->base.env.sink, job,
+                                                comet_synced_cb, comet_sync_done);
+                        if (cd->sync == NULL)
+                                comet_fail_msg(cd, BACKEND_TRANSIENT, "out_of_memory",
+                                               "cannot start listing (out of memory)");
+                        break;
                 case STEP_REGISTER:
                         if (job->experiment_registered ||
                             comet_known_registered(cb, job->experiment)) {
@@ -919,7 +956,8 @@ static void comet_delivery_advance(struct comet_delivery *cd)
                 if (cd->inflight > 0)
                         return;
         }
-        if (cd->inflight == 0 && cd->committing == 0 && (cd->failed || cd->step == STEP_DONE))
+        if (cd->inflight == 0 && cd->committing == 0 && cd->sync == NULL &&
+            (cd->failed || cd->step == STEP_DONE))
                 comet_delivery_finish(cd);
 }
 
@@ -939,7 +977,7 @@ static void comet_deliver(struct backend *be, struct job *job)
         }
         cd->cb = cb;
         cd->job = job;
-        cd->step = STEP_REGISTER;
+        cd->step = STEP_SYNC;
         cd->next = cb->deliveries;
         cb->deliveries = cd;
         job->delivery = cd;
@@ -1000,9 +1038,11 @@ static void comet_abort(struct backend *be)
         struct comet_delivery *cd;
         struct comet_call *call;
 
-        for (cd = cb->deliveries; cd != NULL; cd = cd->next)
+        for (cd = cb->deliveries; cd != NULL; cd = cd->next) {
+                s3sync_cancel(cd->sync);
                 for (call = cd->calls; call != NULL; call = call->next)
                         http_engine_cancel(cb->http, call->req);
+        }
 }
 
 /* `ferry cancel` of a running delivery: stop its requests; finished() comes, cancelled. */

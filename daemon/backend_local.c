@@ -24,6 +24,7 @@
 #include "job.h"
 #include "log.h"
 #include "registry.h"
+#include "s3sync.h"
 #include "spool.h"
 #include "util.h"
 
@@ -50,10 +51,18 @@ struct local_backend {
         struct local_delivery *batch;       /* being published */
         bool publishing;
         uv_work_t pub_work;
-        int pub_rc; /* the batch's commit */
+        int pub_rc;               /* the batch's commit */
+        struct local_sync *syncs; /* deliveries listing their s3:// assets first */
         void (*closed)(void *data);
         void *closed_data;
         bool closing;
+};
+
+/* A delivery in its listing step (job->delivery meanwhile). */
+struct local_sync {
+        struct local_backend *lb;
+        struct s3sync *ss;
+        struct local_sync *next;
 };
 
 static void local_try_publish(struct local_backend *lb);
@@ -276,7 +285,67 @@ static void local_created_cb(struct job *job, int rc)
         /* Nothing waits on it: the order is kept by the committer. */
 }
 
+static void local_deliver_now(struct backend *be, struct job *job);
+
+static void local_synced_cb(struct job *job, int rc)
+{
+        struct local_sync *ls = job->delivery;
+
+        s3sync_recorded(ls->ss, rc);
+}
+
+static void local_sync_done(struct job *job, const struct backend_result *r)
+{
+        struct local_sync *ls = job->delivery, **pp;
+        struct local_backend *lb = ls->lb;
+        struct backend_sink *sink = lb->base.env.sink;
+
+        for (pp = &lb->syncs; *pp != NULL; pp = &(*pp)->next) {
+                if (*pp == ls) {
+                        *pp = ls->next;
+                        break;
+                }
+        }
+        free(ls);
+        job->delivery = NULL;
+        if (r->outcome == BACKEND_OK && !lb->closing)
+                local_deliver_now(&lb->base, job);
+        else
+                sink->finished(sink, job, r);
+        local_maybe_closed(lb);
+}
+
 static void local_deliver(struct backend *be, struct job *job)
+{
+        struct local_backend *lb = be->priv;
+        struct local_sync *ls;
+        struct backend_result r;
+
+        if (!s3sync_needed(job)) {
+                local_deliver_now(be, job);
+                return;
+        }
+        /* First the listing step: the version is created with what it found. */
+        ls = calloc(1, sizeof(*ls));
+        if (ls != NULL) {
+                ls->lb = lb;
+                job->delivery = ls;
+                ls->ss =
+                    s3sync_start(be->env.s3, be->env.sink, job, local_synced_cb, local_sync_done);
+        }
+        if (ls == NULL || ls->ss == NULL) {
+                free(ls);
+                job->delivery = NULL;
+                memset(&r, 0, sizeof(r));
+                backend_result_set(&r, BACKEND_TRANSIENT, "out_of_memory", "out of memory");
+                be->env.sink->finished(be->env.sink, job, &r);
+                return;
+        }
+        ls->next = lb->syncs;
+        lb->syncs = ls;
+}
+
+static void local_deliver_now(struct backend *be, struct job *job)
 {
         struct local_backend *lb = be->priv;
         struct backend_sink *sink = be->env.sink;
@@ -351,7 +420,12 @@ static void local_fetch(struct backend *be, const cJSON *asset, backend_fetch_cb
 
 static void local_abort(struct backend *be)
 {
-        /* Deliveries are local disk work: they finish on their own, promptly. */
+        struct local_backend *lb = be->priv;
+        struct local_sync *ls;
+
+        /* Listings wait on the network: they stop. Disk work finishes on its own, promptly. */
+        for (ls = lb->syncs; ls != NULL; ls = ls->next)
+                s3sync_cancel(ls->ss);
 }
 
 static void local_maybe_closed(struct local_backend *lb)
@@ -359,7 +433,7 @@ static void local_maybe_closed(struct local_backend *lb)
         void (*closed)(void *);
         void *data;
 
-        if (!lb->closing || lb->head != NULL || lb->publishing)
+        if (!lb->closing || lb->head != NULL || lb->publishing || lb->syncs != NULL)
                 return;
         closed = lb->closed;
         data = lb->closed_data;

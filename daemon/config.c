@@ -164,6 +164,10 @@ static int config_set(struct config *cfg, const char *key, const char *v)
                 if (parse_int(v, 1, 256, &n))
                         return -1;
                 cfg->max_jobs = (int)n;
+        } else if (!strcmp(key, "s3_page_size")) {
+                if (parse_int(v, 1, 1000, &n))
+                        return -1;
+                cfg->s3_page_size = (int)n;
         } else if (!strcmp(key, "max_transfers")) {
                 if (parse_int(v, 1, 256, &n))
                         return -1;
@@ -328,6 +332,7 @@ static void config_defaults(struct config *cfg)
         cfg->retry_after_cap_ms = 600000;
         cfg->stop_grace_ms = 10000;
         copy_str(cfg->log_level, sizeof(cfg->log_level), "info");
+        cfg->s3_page_size = 1000;
 }
 
 /* The environment: FERRY_* for ferryd, COMET_* exactly as Comet's SDK reads them. */
@@ -361,6 +366,7 @@ static int config_read_env(struct config *cfg, char *err, size_t errlen)
             {"FERRY_MIN_RATE_BPS", "min_rate_bps"},
             {"FERRY_RETRY_AFTER_CAP_MS", "retry_after_cap_ms"},
             {"FERRY_STOP_GRACE_MS", "stop_grace_ms"},
+            {"FERRY_S3_PAGE_SIZE", "s3_page_size"},
             {"COMET_API_KEY", "api_key"},
             {"COMET_URL_OVERRIDE", "url_override"},
             {"COMET_WORKSPACE", "workspace"},

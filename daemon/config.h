@@ -43,6 +43,7 @@ struct config {
         int64_t retry_after_cap_ms; /* the longest Retry-After obeyed */
         int64_t stop_grace_ms;      /* SIGTERM: how long running transfers may finish */
         char log_level[8];          /* "error", "warn", "info" or "debug" */
+        int s3_page_size;           /* keys asked for per S3 listing page (S3 sends <= 1000) */
 };
 
 /*

@@ -15,6 +15,7 @@ struct scheduler;
 struct backend;
 struct server;
 struct cache;
+struct s3;
 
 /* What happened at start-up that the user must hear about (status, log). */
 struct daemon_notices {
@@ -33,6 +34,7 @@ struct daemon {
         struct backend *backend;     /* local registry or Comet */
         struct server *server;       /* the Unix socket */
         struct cache *cache;         /* node-wide download cache */
+        struct s3 *s3;               /* S3 client: listings of s3:// assets, their downloads */
         struct daemon_notices notices;
         int64_t started_ms;
         bool stopping;

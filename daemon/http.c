@@ -57,6 +57,11 @@ struct http_request {
         size_t body_len;
         curl_mime *mime; /* owned multipart body, or NULL */
 
+        char *sigv4_provider; /* owned; CURLOPT_AWS_SIGV4, or NULL */
+        char *sigv4_user;     /* owned; the access key */
+        char *sigv4_secret;   /* owned; wiped before it is freed */
+        int no_redirects;     /* GET/HEAD: return a 3xx instead of following it */
+
         char *out_path;       /* owned; a 2xx body goes there */
         int out_fd;           /* -1 until the first 2xx body byte */
         int out_errno;        /* why writing out_path failed */
@@ -426,6 +431,7 @@ static long http_parse_retry_after(const char *value)
 static size_t http_header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 {
         static const char retry_after[] = "Retry-After:";
+        static const char etag[] = "ETag:";
         struct http_request *req = userdata;
         size_t len = size * nitems;
         size_t n = sizeof(retry_after) - 1;
@@ -436,6 +442,23 @@ static size_t http_header_cb(char *buf, size_t size, size_t nitems, void *userda
                 req->resp.retry_after_s = -1;
                 req->resp.body_len = 0;
                 req->resp.body[0] = '\0';
+                req->resp.etag[0] = '\0';
+                return len;
+        }
+        if (len > sizeof(etag) - 1 && strncasecmp(buf, etag, sizeof(etag) - 1) == 0) {
+                size_t i = sizeof(etag) - 1, end = len, k = 0;
+
+                while (i < end && (buf[i] == ' ' || buf[i] == '\t'))
+                        i++;
+                while (end > i && (buf[end - 1] == '\r' || buf[end - 1] == '\n' ||
+                                   buf[end - 1] == ' ' || buf[end - 1] == '\t'))
+                        end--;
+                /* Kept only when it fits whole and is printable: a cut ETag would mislead. */
+                if (end - i < sizeof(req->resp.etag)) {
+                        for (; i < end && (unsigned char)buf[i] >= 0x20 && buf[i] != 0x7f; i++)
+                                req->resp.etag[k++] = buf[i];
+                        req->resp.etag[i == end ? k : 0] = '\0';
+                }
                 return len;
         }
         if (len <= n || strncasecmp(buf, retry_after, n) != 0)
@@ -590,6 +613,12 @@ static void http_request_destroy(struct http_request *req)
         if (req->body_cap > 0)
                 free(req->resp.body);
         free(req->body);
+        if (req->sigv4_secret != NULL) {
+                explicit_bzero(req->sigv4_secret, strlen(req->sigv4_secret));
+                free(req->sigv4_secret);
+        }
+        free(req->sigv4_user);
+        free(req->sigv4_provider);
         free(req->out_path);
         free(req->url);
         free(req->method);
@@ -796,6 +825,31 @@ int http_request_add_part_fd(struct http_request *req, const char *name, int fd,
         return 0;
 }
 
+int http_request_set_aws_sigv4(struct http_request *req, const char *provider,
+                               const char *access_key, const char *secret)
+{
+        if (req->state != HTTP_STATE_NEW || provider == NULL || access_key == NULL ||
+            secret == NULL || http_has_ctl(provider) || http_has_ctl(access_key))
+                return FERRY_EINVAL;
+        free(req->sigv4_provider);
+        free(req->sigv4_user);
+        if (req->sigv4_secret != NULL) {
+                explicit_bzero(req->sigv4_secret, strlen(req->sigv4_secret));
+                free(req->sigv4_secret);
+        }
+        req->sigv4_provider = strdup(provider);
+        req->sigv4_user = strdup(access_key);
+        req->sigv4_secret = strdup(secret);
+        if (req->sigv4_provider == NULL || req->sigv4_user == NULL || req->sigv4_secret == NULL)
+                return FERRY_ENOMEM;
+        return 0;
+}
+
+void http_request_no_redirects(struct http_request *req)
+{
+        req->no_redirects = 1;
+}
+
 void http_request_set_expected_size(struct http_request *req, int64_t bytes)
 {
         req->expect_bytes = bytes;
@@ -868,11 +922,19 @@ static int http_request_setup(struct http_engine *engine, struct http_request *r
         http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, http_xferinfo_cb));
         http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_XFERINFODATA, req));
         http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L));
+        if (req->sigv4_provider != NULL) {
+                /* Signed by curl; the secret stays in memory, out of URLs and logs. */
+                http_keep_first(&rc,
+                                curl_easy_setopt(easy, CURLOPT_AWS_SIGV4, req->sigv4_provider));
+                http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_USERNAME, req->sigv4_user));
+                http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_PASSWORD, req->sigv4_secret));
+        }
 
         if (is_get || is_head) {
                 http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L));
                 http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_NOBODY, is_head ? 1L : 0L));
-                http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L));
+                http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION,
+                                                      req->no_redirects ? 0L : 1L));
                 http_keep_first(&rc, curl_easy_setopt(easy, CURLOPT_MAXREDIRS, HTTP_MAX_REDIRS));
                 http_keep_first(&rc,
                                 curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));

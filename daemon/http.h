@@ -47,6 +47,7 @@ struct http_response {
         size_t body_len;
         int body_cut;    /* the body was cut at max_body */
         char error[256]; /* one sentence when err != 0 or status is not 2xx, else "" */
+        char etag[256];  /* ETag of the final response as sent (quotes kept), "" if none */
 };
 
 enum http_outcome { HTTP_OK, HTTP_TRANSIENT, HTTP_PERMANENT };
@@ -118,6 +119,15 @@ int http_request_add_part_fd(struct http_request *req, const char *name, int fd,
  * deadline is deadline_base_s plus the size of the body parts.
  */
 void http_request_set_expected_size(struct http_request *req, int64_t bytes);
+/*
+ * Sign the request with AWS Signature Version 4 (libcurl's CURLOPT_AWS_SIGV4):
+ * `provider` as curl takes it ("aws:amz:<region>:s3"), the access key and
+ * the secret (copied; wiped when the request is freed). Never logged.
+ */
+int http_request_set_aws_sigv4(struct http_request *req, const char *provider,
+                               const char *access_key, const char *secret);
+/* GET/HEAD: do not follow redirects (the 3xx comes back as the answer). */
+void http_request_no_redirects(struct http_request *req);
 /*
  * Write a 2xx response body to path (created or truncated, mode 0666 & ~umask)
  * instead of memory; other statuses stay in memory and leave path untouched.

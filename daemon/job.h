@@ -17,6 +17,9 @@ struct job_asset {
         bool overwrite;     /* Comet's overwrite flag */
         char asset_id[33];  /* uuid4 hex chosen on the node */
         bool done;          /* the backend confirmed it */
+        int64_t sync_max;   /* > 0: an s3:// uri to list before delivery, at most this many
+                               objects; 0: nothing to list */
+        char *sync_under;   /* the listed objects' logical paths go under this, or NULL */
 };
 
 struct job {
@@ -42,6 +45,8 @@ struct job {
         struct job *next;         /* scheduler's list of running jobs */
 };
 
+/* Free what an asset owns and zero it. */
+void job_asset_clear(struct job_asset *a);
 /* Free a job and everything it owns. NULL is fine. */
 void job_free(struct job *job);
 

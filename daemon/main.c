@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "cache.h"
+#include "s3.h"
 #include "daemon.h"
 #include "ferry_base.h"
 #include "log.h"
@@ -149,12 +150,20 @@ static void drain_timer_cb(uv_timer_t *t)
         daemon_free_all(d);
 }
 
+static void s3_closed_cb(void *data)
+{
+        struct daemon *d = data;
+
+        d->s3 = NULL;
+        uv_timer_start(&drain_timer, drain_timer_cb, 0, 10);
+}
+
 static void backend_closed_cb(void *data)
 {
         struct daemon *d = data;
 
         d->backend = NULL;
-        uv_timer_start(&drain_timer, drain_timer_cb, 0, 10);
+        s3_close(d->s3, s3_closed_cb, d);
 }
 
 static void writer_closed_cb(void *data)
@@ -521,6 +530,8 @@ int main(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/cache", d->cfg.state_dir);
         if (cache_open(&d->cache, path, d->cfg.cache_budget, err, sizeof(err)) != 0)
                 goto fail;
+        if (s3_new(&d->s3, d->loop, &d->cfg, d->cache, err, sizeof(err)) != 0)
+                goto fail;
         senv.loop = d->loop;
         senv.cfg = &d->cfg;
         senv.store = d->store;
@@ -534,6 +545,7 @@ int main(int argc, char **argv)
         benv.cfg = &d->cfg;
         benv.spool = d->spool;
         benv.cache = d->cache;
+        benv.s3 = d->s3;
         benv.state_dir = d->cfg.state_dir;
         benv.sink = scheduler_sink(d->scheduler);
         rc = strcmp(d->cfg.backend, "comet") == 0

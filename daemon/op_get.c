@@ -27,6 +27,7 @@
 #include "log.h"
 #include "ops.h"
 #include "proto.h"
+#include "s3.h"
 #include "spool.h"
 #include "store.h"
 #include "util.h"
@@ -54,6 +55,76 @@ struct lookup {
         int64_t pinned;                   /* a queued job pinned by the look-up, or 0 */
         int64_t assets_from;              /* get: the first asset of the reply's page */
 };
+
+/*
+ * A synced S3 asset, downloadable from the object store: remote, an s3://
+ * link, metadata "synced": true and no error_message. Other remote assets
+ * (gs://, https://, --no-sync, listings that fell back) are listed only.
+ */
+static bool synced_s3_asset(const cJSON *a)
+{
+        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(a, "metadata");
+
+        return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")) &&
+               s3_uri_is_s3(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "link"))) &&
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(meta, "synced")) &&
+               cJSON_GetObjectItemCaseSensitive(meta, "error_message") == NULL;
+}
+
+/* Only listed, never downloaded: a remote asset that is not a synced S3 object. */
+static bool listed_only(const cJSON *a)
+{
+        return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")) && !synced_s3_asset(a);
+}
+
+/* The bytes of a downloadable asset: a synced S3 object's file_size, else its size. */
+static int64_t asset_size(const cJSON *a)
+{
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(a, "size");
+
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")))
+                n = cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetObjectItemCaseSensitive(a, "metadata"), "file_size");
+        return cJSON_IsNumber(n) && n->valuedouble >= 0 && n->valuedouble < 9e18
+                   ? (int64_t)n->valuedouble
+                   : 0;
+}
+
+#define GET_WARNINGS_MAX 20
+
+/*
+ * "warnings": what the user should hear about the version: remote assets
+ * whose S3 listing fell back ("synced": false with an error_message).
+ */
+static void add_warnings(cJSON *version)
+{
+        cJSON *warnings = cJSON_CreateArray(), *a;
+        int n = 0;
+
+        if (warnings == NULL)
+                return;
+        cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(version, "assets"))
+        {
+                const cJSON *meta = cJSON_GetObjectItemCaseSensitive(a, "metadata");
+                const char *why =
+                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "error_message"));
+                const char *link =
+                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "link"));
+                char msg[1200];
+
+                if (why == NULL || !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(meta, "synced")))
+                        continue;
+                if (n++ == GET_WARNINGS_MAX)
+                        break;
+                snprintf(
+                    msg, sizeof(msg), "%.300s was not synced (one remote asset \"%.200s\"): %s",
+                    link ? link : "?",
+                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "logical_path")), why);
+                proto_utf8_trim(msg);
+                cJSON_AddItemToArray(warnings, cJSON_CreateString(msg));
+        }
+        cJSON_AddItemToObject(version, "warnings", warnings);
+}
 
 /* Remove the private "_..." fields meant for fetch() before a version leaves the daemon. */
 static void strip_private(cJSON *version)
@@ -274,6 +345,7 @@ static void get_resolved_cb(void *data, int code, const char *message, cJSON *ve
                 return;
         }
         strip_private(version);
+        add_warnings(version);
         rep = request_ok(req);
         if (rep != NULL && get_page_assets(version, lk->assets_from) != 0) {
                 cJSON_Delete(rep);
@@ -391,7 +463,7 @@ static void download_opened_cb(void *data, int code, const char *message, cJSON 
                 char why[256], shown[200];
 
                 n++;
-                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")))
+                if (listed_only(a))
                         continue;
                 if (lp == NULL || proto_validate_logical_path(lp, why, sizeof(why)) != 0) {
                         proto_sanitize(shown, sizeof(shown), lp ? lp : "(none)",
@@ -404,7 +476,11 @@ static void download_opened_cb(void *data, int code, const char *message, cJSON 
                         lookup_free(lk);
                         return;
                 }
-                bytes += (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(a, "size"));
+                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")))
+                        bytes += asset_size(a);
+                else
+                        bytes += (int64_t)cJSON_GetNumberValue(
+                            cJSON_GetObjectItemCaseSensitive(a, "size"));
         }
         if (*sp == NULL)
                 *sp = calloc(1, sizeof(**sp));
@@ -505,9 +581,7 @@ static void files_finish(struct files_req *fr)
                             f, "logical_path",
                             cJSON_GetStringValue(
                                 cJSON_GetObjectItemCaseSensitive(a, "logical_path")));
-                        cJSON_AddNumberToObject(
-                            f, "size",
-                            cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(a, "size")));
+                        cJSON_AddNumberToObject(f, "size", (double)asset_size(a));
                         if (fr->fds[i] < 0) { /* a remote asset: listed, nothing to read */
                                 cJSON_AddTrueToObject(f, "remote");
                                 if (link != NULL)
@@ -515,6 +589,8 @@ static void files_finish(struct files_req *fr)
                         } else {
                                 fr->fds[n] = fr->fds[i]; /* packed: the k-th sent is "fd": k */
                                 cJSON_AddNumberToObject(f, "fd", n++);
+                                if (link != NULL) /* a synced S3 object, fetched */
+                                        cJSON_AddStringToObject(f, "link", link);
                                 if (sha != NULL)
                                         cJSON_AddStringToObject(f, "sha256", sha);
                         }
@@ -629,7 +705,7 @@ void op_download_files(struct request *req)
                 struct fetch_slot *slot;
 
                 fr->fds[i] = -1;
-                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote")))
+                if (listed_only(a))
                         continue;    /* listed in the reply, nothing to open */
                 if (spool != NULL) { /* still on its way: its pinned snapshot */
                         fr->fds[i] = spool_open_file(req->d->spool, spool);
@@ -655,6 +731,23 @@ void op_download_files(struct request *req)
                 slot->fr = fr;
                 slot->i = i;
                 fr->waiting++;
+                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "remote"))) {
+                        /* A synced S3 object: from the store, pinned and checked, via the cache. */
+                        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(a, "metadata");
+                        const cJSON *size = cJSON_GetObjectItemCaseSensitive(meta, "file_size");
+
+                        s3_fetch(req->d->s3,
+                                 cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "link")),
+                                 cJSON_GetStringValue(
+                                     cJSON_GetObjectItemCaseSensitive(meta, "version_id")),
+                                 cJSON_GetStringValue(
+                                     cJSON_GetObjectItemCaseSensitive(meta, "checksum")),
+                                 cJSON_IsNumber(size) && size->valuedouble >= 0
+                                     ? (int64_t)size->valuedouble
+                                     : -1,
+                                 files_fetched_cb, slot);
+                        continue;
+                }
                 be->ops->fetch(be, a, files_fetched_cb, slot);
         }
         if (--fr->waiting == 0)

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "ops.h"
 #include "proto.h"
+#include "s3.h"
 #include "scheduler.h"
 #include "spool.h"
 #include "store.h"
@@ -121,15 +122,6 @@ static int path_index_grow(struct path_index *pi, const struct job *job, size_t 
 }
 
 /* ---- versions ---- */
-
-static void job_asset_clear(struct job_asset *a)
-{
-        free(a->logical_path);
-        free(a->uri);
-        free(a->metadata);
-        free(a->spool);
-        memset(a, 0, sizeof(*a));
-}
 
 static void log_version_free(struct log_version *v)
 {
@@ -289,12 +281,13 @@ static int log_version_reserve(struct log_version *v, size_t more)
 static int log_parse_asset(const cJSON *obj, struct job_asset *a, int *src, int *fds, int nfds,
                            char *err, size_t errlen)
 {
-        static const char *const keys[] = {"logical_path", "fd",       "remote",
-                                           "overwrite",    "metadata", NULL};
-        const char *lp, *remote;
+        static const char *const keys[] = {"logical_path",       "fd",          "remote",
+                                           "overwrite",          "metadata",    "sync",
+                                           "max_synced_objects", "sync_prefix", NULL};
+        const char *lp, *remote, *sync_prefix;
         const cJSON *meta, *fdv;
-        bool overwrite;
-        int64_t k = -1;
+        bool overwrite, sync;
+        int64_t k = -1, max_synced;
         int rc;
 
         if (!cJSON_IsObject(obj)) {
@@ -306,13 +299,29 @@ static int log_parse_asset(const cJSON *obj, struct job_asset *a, int *src, int 
             (rc = proto_get_string(obj, "remote", false, &remote, err, errlen)) ||
             (rc = proto_get_bool(obj, "overwrite", false, &overwrite, err, errlen)) ||
             (rc = proto_get_object(obj, "metadata", false, &meta, err, errlen)) ||
+            (rc = proto_get_bool(obj, "sync", false, &sync, err, errlen)) ||
+            (rc = proto_get_int(obj, "max_synced_objects", false, 10000, &max_synced, err,
+                                errlen)) ||
+            (rc = proto_get_string(obj, "sync_prefix", false, &sync_prefix, err, errlen)) ||
             (rc = proto_validate_logical_path(lp, err, errlen)))
+                return rc;
+        if (max_synced < 1 || max_synced > S3_MAX_SYNCED_OBJECTS) {
+                snprintf(err, errlen, "max_synced_objects of \"%s\" must be 1 to %d", lp,
+                         S3_MAX_SYNCED_OBJECTS);
+                return FERRY_EINVAL;
+        }
+        if (sync_prefix != NULL && (rc = proto_validate_logical_path(sync_prefix, err, errlen)))
                 return rc;
         fdv = cJSON_GetObjectItemCaseSensitive(obj, "fd");
         if (fdv != NULL && (rc = proto_get_int(obj, "fd", true, -1, &k, err, errlen)) != 0)
                 return rc;
         if ((fdv != NULL) + (remote != NULL) != 1) {
                 snprintf(err, errlen, "asset \"%s\" needs exactly one of fd, remote", lp);
+                return FERRY_EINVAL;
+        }
+        if (remote == NULL && (sync || sync_prefix != NULL)) {
+                snprintf(err, errlen, "asset \"%s\": sync and sync_prefix are for remote assets",
+                         lp);
                 return FERRY_EINVAL;
         }
         if (fdv != NULL && (k < 0 || k >= nfds || fds[k] < 0)) {
@@ -344,7 +353,13 @@ static int log_parse_asset(const cJSON *obj, struct job_asset *a, int *src, int 
         a->uri = remote ? strdup(remote) : NULL;
         a->metadata = dup_json(meta, NULL);
         a->overwrite = overwrite;
+        /* Only s3:// is listed; other schemes (gs://, https://, ...) stay one remote asset. */
+        if (sync && s3_uri_is_s3(remote)) {
+                a->sync_max = max_synced;
+                a->sync_under = sync_prefix ? strdup(sync_prefix) : NULL;
+        }
         if (a->logical_path == NULL || (remote && !a->uri) || (meta && !a->metadata) ||
+            (sync_prefix && a->sync_max > 0 && !a->sync_under) ||
             util_random_hex(a->asset_id, 16) != 0) {
                 job_asset_clear(a);
                 snprintf(err, errlen, "out of memory");

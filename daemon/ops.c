@@ -224,10 +224,50 @@ static void op_experiment_create(struct request *req)
 
 /* ---- status ---- */
 
+#define STATUS_JOB_WARNINGS 10
+#define STATUS_JOB_WARNINGS_MS (24 * 3600 * 1000LL)
+
+/* "job N (name): warning", its lines joined with "; ". */
+static cJSON *job_warning_line(int64_t job, const char *name, const char *warning)
+{
+        char msg[1500];
+        const char *w = warning ? warning : "";
+        size_t n;
+
+        n = (size_t)snprintf(msg, sizeof(msg), "job %lld (%s): ", (long long)job,
+                             name ? name : "?");
+        for (; *w && n + 3 < sizeof(msg); w++) {
+                if (*w == '\n') {
+                        msg[n++] = ';';
+                        msg[n++] = ' ';
+                } else {
+                        msg[n++] = *w;
+                }
+        }
+        msg[n < sizeof(msg) ? n : sizeof(msg) - 1] = '\0';
+        proto_utf8_trim(msg);
+        return cJSON_CreateString(msg);
+}
+
 static void status_add_warnings(struct daemon *d, cJSON *rep)
 {
         cJSON *warnings = cJSON_AddArrayToObject(rep, "warnings");
+        cJSON *jobs, *it;
         char msg[5000];
+
+        /* Versions logged in the last day whose S3 listing fell back. */
+        jobs =
+            store_warnings(d->store, STATUS_JOB_WARNINGS, util_now_ms() - STATUS_JOB_WARNINGS_MS);
+        cJSON_ArrayForEach(it, jobs)
+        {
+                cJSON_AddItemToArray(
+                    warnings,
+                    job_warning_line(
+                        (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(it, "job")),
+                        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "name")),
+                        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "message"))));
+        }
+        cJSON_Delete(jobs);
 
         if (d->notices.damaged[0])
                 cJSON_AddItemToArray(warnings, cJSON_CreateString(d->notices.damaged));
@@ -350,6 +390,37 @@ static void op_ls(struct request *req)
 
 /* ---- wait ---- */
 
+#define WAIT_WARNINGS_MAX 20
+
+/* The warnings of the jobs a wait names: [{"job", "name", "message"}], at most 20. */
+static cJSON *wait_warnings(struct request *req)
+{
+        const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(req->msg, "jobs"), *it;
+        cJSON *out = cJSON_CreateArray();
+        int n = 0;
+
+        cJSON_ArrayForEach(it, jobs)
+        {
+                char *name = NULL, *warning = NULL;
+                int64_t id = (int64_t)it->valuedouble;
+                cJSON *w;
+
+                if (n >= WAIT_WARNINGS_MAX || out == NULL)
+                        break;
+                if (store_job_warning(req->d->store, id, &name, &warning) == 0 && warning &&
+                    (w = cJSON_CreateObject()) != NULL) {
+                        cJSON_AddNumberToObject(w, "job", (double)id);
+                        cJSON_AddStringToObject(w, "name", name ? name : "");
+                        cJSON_AddStringToObject(w, "message", warning);
+                        cJSON_AddItemToArray(out, w);
+                        n++;
+                }
+                free(name);
+                free(warning);
+        }
+        return out;
+}
+
 static void wait_done(void *data, bool drained, int64_t pending, int64_t failed)
 {
         struct request *req = data;
@@ -360,6 +431,7 @@ static void wait_done(void *data, bool drained, int64_t pending, int64_t failed)
                 cJSON_AddBoolToObject(rep, "drained", drained);
                 cJSON_AddNumberToObject(rep, "pending", (double)pending);
                 cJSON_AddNumberToObject(rep, "failed", (double)failed);
+                cJSON_AddItemToObject(rep, "warnings", wait_warnings(req));
         }
         request_reply(req, rep);
 }

@@ -161,6 +161,7 @@ static void scheduler_release_run(struct scheduler *s, struct run *run)
 /* ---- the writer's operations ---- */
 
 enum sched_op_kind {
+        OP_SYNCED,
         OP_REGISTERED,
         OP_CREATED,
         OP_ASSET_DONE,
@@ -180,7 +181,9 @@ struct sched_op {
         struct run *run;
         struct job *jobp;
         backend_then_cb *then;
-        bool failed; /* the settle event: OP_FAILED */
+        bool failed;              /* the settle event: OP_FAILED */
+        struct job_asset *assets; /* OP_SYNCED: the assets replacing asset idx */
+        size_t nassets;
 };
 
 static int sched_op_run(struct store *st, struct writer_op *op)
@@ -188,6 +191,8 @@ static int sched_op_run(struct store *st, struct writer_op *op)
         struct sched_op *o = (struct sched_op *)op;
 
         switch (o->kind) {
+        case OP_SYNCED:
+                return store_asset_expand(st, o->job, o->idx, o->assets, o->nassets, o->a);
         case OP_REGISTERED:
                 return store_experiment_set_registered(st, o->a);
         case OP_CREATED:
@@ -206,9 +211,40 @@ static int sched_op_run(struct store *st, struct writer_op *op)
 
 static void sched_op_free(struct sched_op *o)
 {
+        size_t i;
+
+        for (i = 0; o->assets != NULL && i < o->nassets; i++)
+                job_asset_clear(&o->assets[i]);
+        free(o->assets);
         free(o->a);
         free(o->b);
         free(o);
+}
+
+/* The listing of asset o->idx is recorded: the job in memory follows the store. */
+static int sched_apply_synced(struct sched_op *o)
+{
+        struct job *job = o->jobp;
+        size_t n = job->nassets - 1 + o->nassets, i, at = (size_t)o->idx;
+        struct job_asset *assets = calloc(n, sizeof(*assets));
+
+        if (assets == NULL)
+                return FERRY_ENOMEM;
+        memcpy(assets, job->assets, at * sizeof(*assets));
+        memcpy(assets + at, o->assets, o->nassets * sizeof(*assets));
+        memcpy(assets + at + o->nassets, job->assets + at + 1,
+               (job->nassets - at - 1) * sizeof(*assets));
+        job_asset_clear(&job->assets[at]);
+        free(job->assets);
+        for (i = 0; i < n; i++)
+                assets[i].idx = (int)i;
+        job->assets = assets;
+        job->nassets = n;
+        job->attempts = 0;
+        free(o->assets); /* its entries moved into the job */
+        o->assets = NULL;
+        o->nassets = 0;
+        return 0;
 }
 
 /* The files of a delivered job go (once no download reads them); its bytes are released. */
@@ -230,6 +266,13 @@ static void sched_op_done(struct writer_op *op, int rc)
         struct scheduler *s = o->s;
 
         switch (o->kind) {
+        case OP_SYNCED:
+                if (rc == 0 && (rc = sched_apply_synced(o)) != 0)
+                        log_error("job %lld: out of memory after recording a listing; it runs "
+                                  "again",
+                                  (long long)o->job);
+                o->then(o->jobp, rc);
+                break;
         case OP_REGISTERED:
                 break;
         case OP_CREATED:
@@ -281,6 +324,34 @@ static struct sched_op *sched_op_new(struct scheduler *s, enum sched_op_kind kin
 }
 
 /* ---- the backend sink ---- */
+
+static void sink_synced(struct backend_sink *sink, struct job *job, int idx,
+                        struct job_asset *assets, size_t n, const char *warning,
+                        backend_then_cb *then)
+{
+        struct scheduler *s = sink_owner(sink);
+        struct sched_op *o = sched_op_new(s, OP_SYNCED, job->id);
+        struct run *run = scheduler_find_run(s, job);
+        size_t i;
+
+        if (run)
+                run->progressed = true;
+        if (o == NULL || (warning && (o->a = strdup(warning)) == NULL)) {
+                if (o)
+                        sched_op_free(o);
+                for (i = 0; i < n; i++)
+                        job_asset_clear(&assets[i]);
+                free(assets);
+                then(job, FERRY_ENOMEM);
+                return;
+        }
+        o->idx = idx;
+        o->assets = assets;
+        o->nassets = n;
+        o->jobp = job;
+        o->then = then;
+        writer_submit(s->writer, &o->op);
+}
 
 static void sink_registered(struct backend_sink *sink, struct job *job)
 {
@@ -752,6 +823,7 @@ int scheduler_new(struct scheduler **out, const struct scheduler_env *env)
         s->writer = env->writer;
         s->spool = env->spool;
         s->online = true;
+        s->sink.synced = sink_synced;
         s->sink.registered = sink_registered;
         s->sink.created = sink_created;
         s->sink.asset_done = sink_asset_done;

@@ -189,3 +189,15 @@ END;
 -- refused is still only on this node, so look-ups by name search queued and
 -- failed versions, newest first, through one index.
 CREATE INDEX jobs_held ON jobs(workspace, name, id) WHERE state IN ('queued', 'failed');
+
+-- migration: 4
+-- add_remote with S3 sync (issue 13). An s3:// remote asset may wait to be
+-- listed: listing is the first step of its version's delivery, after which the
+-- asset is replaced by one remote asset per object (or by one unsynced asset
+-- when the listing falls back). A version whose listing fell back keeps a
+-- warning for get, wait and status.
+ALTER TABLE assets ADD COLUMN sync_max INTEGER; -- list this s3:// uri before delivery, at most this many objects; NULL: a plain asset
+ALTER TABLE assets ADD COLUMN sync_under TEXT;  -- logical path the listed objects go under (the logical_path the user gave), NULL: the version's root
+ALTER TABLE jobs ADD COLUMN warning TEXT;       -- what the user should hear about the version (listings that fell back), one per line, or NULL
+-- status: the newest versions with a warning.
+CREATE INDEX jobs_warned ON jobs(id) WHERE warning IS NOT NULL;

@@ -32,15 +32,27 @@ extern const char schema_sql[];
            "metadata, state, bytes, created_ms, token, nassets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "  \
            "?7, ?8, ?9, 'queued', ?10, ?11, ?12, ?13)")                                            \
         XX(asset_insert, "INSERT INTO assets(job, idx, logical_path, remote, spool, size, uri, "   \
-                         "metadata, overwrite, asset_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, " \
-                         "?9, ?10)")                                                               \
+                         "metadata, overwrite, asset_id, sync_max, sync_under) VALUES (?1, ?2, "   \
+                         "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")                             \
         XX(job_load,                                                                               \
            "SELECT j.experiment, j.workspace, j.project, j.name, j.type, j.version, j.aliases, "   \
            "j.tags, j.metadata, j.attempts, j.remote_version_id, j.assigned_version, j.bytes, "    \
            "j.created_ms, e.name, e.registered, j.token, j.next_attempt_ms FROM jobs j JOIN "      \
            "experiments e ON e.key = j.experiment WHERE j.id = ?1")                                \
         XX(assets_load, "SELECT idx, logical_path, remote, spool, size, uri, metadata, "           \
-                        "overwrite, asset_id, done FROM assets WHERE job = ?1 ORDER BY idx")       \
+                        "overwrite, asset_id, done, sync_max, sync_under FROM assets WHERE job = " \
+                        "?1 ORDER BY idx")                                                         \
+        XX(asset_delete, "DELETE FROM assets WHERE job = ?1 AND idx = ?2")                         \
+        XX(assets_shift_out,                                                                       \
+           "UPDATE assets SET idx = -(idx + ?3) - 1 WHERE job = ?1 AND idx > ?2")                  \
+        XX(assets_shift_back, "UPDATE assets SET idx = -idx - 1 WHERE job = ?1 AND idx < 0")       \
+        XX(job_expanded,                                                                           \
+           "UPDATE jobs SET nassets = nassets + ?2, attempts = 0, warning = CASE WHEN ?3 IS NULL " \
+           "THEN warning ELSE substr(COALESCE(warning || char(10), '') || ?3, 1, 8192) END "       \
+           "WHERE id = ?1")                                                                        \
+        XX(job_warning, "SELECT name, warning FROM jobs WHERE id = ?1")                            \
+        XX(warnings, "SELECT id, name, warning FROM jobs INDEXED BY jobs_warned WHERE warning IS " \
+                     "NOT NULL AND created_ms >= ?2 ORDER BY id DESC LIMIT ?1")                    \
         XX(job_state, "SELECT state FROM jobs WHERE id = ?1")                                      \
         XX(heads_due, "SELECT job, next_attempt_ms FROM heads WHERE next_attempt_ms <= ?1 "        \
                       "ORDER BY next_attempt_ms, job LIMIT ?2")                                    \
@@ -112,18 +124,24 @@ struct store {
 #undef XX
 };
 
+void job_asset_clear(struct job_asset *a)
+{
+        free(a->logical_path);
+        free(a->uri);
+        free(a->metadata);
+        free(a->spool);
+        free(a->sync_under);
+        memset(a, 0, sizeof(*a));
+}
+
 void job_free(struct job *job)
 {
         size_t i;
 
         if (job == NULL)
                 return;
-        for (i = 0; i < job->nassets; i++) {
-                free(job->assets[i].logical_path);
-                free(job->assets[i].spool);
-                free(job->assets[i].uri);
-                free(job->assets[i].metadata);
-        }
+        for (i = 0; i < job->nassets; i++)
+                job_asset_clear(&job->assets[i]);
         free(job->assets);
         free(job->token);
         free(job->experiment);
@@ -450,6 +468,8 @@ static int store_load_assets(struct store *st, struct job *job)
                 snprintf(a->asset_id, sizeof(a->asset_id), "%s",
                          (const char *)sqlite3_column_text(s, 8));
                 a->done = sqlite3_column_int(s, 9) != 0;
+                a->sync_max = sqlite3_column_int64(s, 10);
+                a->sync_under = sqlutil_column_dup(s, 11);
                 if (a->logical_path == NULL) {
                         store_done_with(s);
                         return FERRY_ENOMEM;
@@ -873,6 +893,29 @@ int store_experiment_set_registered(struct store *st, const char *key)
         return store_run(st, st->exp_registered);
 }
 
+/* Insert asset `a` of job `id` at position `idx`. */
+static int store_asset_insert(struct store *st, int64_t id, int idx, const struct job_asset *a)
+{
+        sqlite3_stmt *s = st->asset_insert;
+
+        sqlite3_bind_int64(s, 1, id);
+        sqlite3_bind_int(s, 2, idx);
+        sqlutil_bind_text(s, 3, a->logical_path);
+        sqlite3_bind_int(s, 4, a->remote);
+        sqlutil_bind_text(s, 5, a->spool);
+        sqlite3_bind_int64(s, 6, a->size);
+        sqlutil_bind_text(s, 7, a->uri);
+        sqlutil_bind_text(s, 8, a->metadata);
+        sqlite3_bind_int(s, 9, a->overwrite);
+        sqlutil_bind_text(s, 10, a->asset_id);
+        if (a->sync_max > 0)
+                sqlite3_bind_int64(s, 11, a->sync_max);
+        else
+                sqlite3_bind_null(s, 11);
+        sqlutil_bind_text(s, 12, a->sync_under);
+        return store_run(st, s);
+}
+
 int store_job_insert(struct store *st, const struct job *job, int64_t *id)
 {
         size_t i;
@@ -894,24 +937,84 @@ int store_job_insert(struct store *st, const struct job *job, int64_t *id)
         if ((rc = store_run(st, st->job_insert)) != 0)
                 return rc;
         *id = sqlite3_last_insert_rowid(st->db);
-        for (i = 0; i < job->nassets; i++) {
-                const struct job_asset *a = &job->assets[i];
-                sqlite3_stmt *s = st->asset_insert;
+        for (i = 0; i < job->nassets; i++)
+                if ((rc = store_asset_insert(st, *id, (int)i, &job->assets[i])) != 0)
+                        return rc;
+        return 0;
+}
 
-                sqlite3_bind_int64(s, 1, *id);
-                sqlite3_bind_int(s, 2, (int)i);
-                sqlutil_bind_text(s, 3, a->logical_path);
-                sqlite3_bind_int(s, 4, a->remote);
-                sqlutil_bind_text(s, 5, a->spool);
-                sqlite3_bind_int64(s, 6, a->size);
-                sqlutil_bind_text(s, 7, a->uri);
-                sqlutil_bind_text(s, 8, a->metadata);
-                sqlite3_bind_int(s, 9, a->overwrite);
-                sqlutil_bind_text(s, 10, a->asset_id);
-                if ((rc = store_run(st, s)) != 0)
+int store_asset_expand(struct store *st, int64_t job, int idx, const struct job_asset *repl,
+                       size_t n, const char *warning)
+{
+        size_t i;
+        int rc;
+
+        if (n == 0)
+                return FERRY_EINVAL;
+        sqlite3_bind_int64(st->asset_delete, 1, job);
+        sqlite3_bind_int(st->asset_delete, 2, idx);
+        if ((rc = store_run(st, st->asset_delete)) != 0)
+                return rc;
+        if (n > 1) {
+                /* Make room after idx: through negative positions, as (job, idx) is unique. */
+                sqlite3_bind_int64(st->assets_shift_out, 1, job);
+                sqlite3_bind_int(st->assets_shift_out, 2, idx);
+                sqlite3_bind_int64(st->assets_shift_out, 3, (int64_t)n - 1);
+                if ((rc = store_run(st, st->assets_shift_out)) != 0)
+                        return rc;
+                sqlite3_bind_int64(st->assets_shift_back, 1, job);
+                if ((rc = store_run(st, st->assets_shift_back)) != 0)
                         return rc;
         }
-        return 0;
+        for (i = 0; i < n; i++)
+                if ((rc = store_asset_insert(st, job, idx + (int)i, &repl[i])) != 0)
+                        return rc;
+        sqlite3_bind_int64(st->job_expanded, 1, job);
+        sqlite3_bind_int64(st->job_expanded, 2, (int64_t)n - 1);
+        sqlutil_bind_text(st->job_expanded, 3, warning);
+        return store_run(st, st->job_expanded);
+}
+
+int store_job_warning(struct store *st, int64_t id, char **name, char **warning)
+{
+        sqlite3_stmt *s = st->job_warning;
+        int rc;
+
+        *name = *warning = NULL;
+        sqlite3_bind_int64(s, 1, id);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+                *name = sqlutil_column_dup(s, 0);
+                *warning = sqlutil_column_dup(s, 1);
+                store_done_with(s);
+                return 0;
+        }
+        rc = store_finish(st, s, rc);
+        return rc ? rc : FERRY_ENOTFOUND;
+}
+
+cJSON *store_warnings(struct store *st, int limit, int64_t since_ms)
+{
+        sqlite3_stmt *s = st->warnings;
+        cJSON *items = cJSON_CreateArray();
+        int rc;
+
+        if (items == NULL)
+                return NULL;
+        sqlite3_bind_int(s, 1, limit);
+        sqlite3_bind_int64(s, 2, since_ms);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                cJSON *it = cJSON_CreateObject();
+
+                if (it == NULL)
+                        break;
+                cJSON_AddNumberToObject(it, "job", (double)sqlite3_column_int64(s, 0));
+                add_text_or_null(it, "name", s, 1);
+                add_text_or_null(it, "message", s, 2);
+                cJSON_AddItemToArray(items, it);
+        }
+        store_finish(st, s, rc);
+        return items;
 }
 
 int store_job_set_created(struct store *st, int64_t id, const char *remote_version_id,

@@ -104,6 +104,10 @@ cJSON *store_list(struct store *st, const char *state, int limit, size_t max_byt
                   bool *truncated);
 /* status: the newest failed jobs as PROTOCOL.md's "errors" array. */
 cJSON *store_errors(struct store *st, int limit);
+/* status: the newest jobs logged since `since_ms` with a warning: [{"job", "name", "message"}]. */
+cJSON *store_warnings(struct store *st, int limit, int64_t since_ms);
+/* Job `id`'s name and warning (each malloc'd; the warning NULL when none), or FERRY_ENOTFOUND. */
+int store_job_warning(struct store *st, int64_t id, char **name, char **warning);
 
 /* Start-up: call fn(data, spool_name) for every spool file of a queued or failed job. */
 int store_each_held_spool(struct store *st, void (*fn)(void *data, const char *name), void *data);
@@ -120,6 +124,13 @@ int store_job_insert(struct store *st, const struct job *job, int64_t *id);
 /* The backend created the version: record its id, the version it got; attempts start over. */
 int store_job_set_created(struct store *st, int64_t id, const char *remote_version_id,
                           const char *assigned_version);
+/*
+ * The listing step of asset `idx` of `job` is done: the asset is replaced by
+ * the n assets of `repl` at positions idx..idx+n-1 (later assets move up),
+ * `warning` (or NULL) is added to the job's, and its attempts start over.
+ */
+int store_asset_expand(struct store *st, int64_t job, int idx, const struct job_asset *repl,
+                       size_t n, const char *warning);
 /* The backend confirmed asset `idx` of `job`; the job's attempts start over. */
 int store_asset_set_done(struct store *st, int64_t job, int idx);
 int store_job_set_done(struct store *st, int64_t id, const char *assigned_version);

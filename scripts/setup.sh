@@ -10,7 +10,13 @@ PACKAGES=(build-essential cmake pkg-config git
           python3-venv                   # README: the binding installed into a virtual environment
           file dpkg-dev                  # cpack -G DEB: ELF detection and dpkg-shlibdeps
           systemd                        # systemd-analyze verify, systemd-socket-activate (tests)
-          groff-base man-db)             # the man pages rendered and found (tests)
+          groff-base man-db              # the man pages rendered and found (tests)
+          python3-boto3)                 # the S3 tests' independent client
+# Node.js and npm run s3rver, the S3 stand-in of the tests. A machine that has
+# node and npm already (another packaging of Node.js) keeps them.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -25,9 +31,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The S3 stand-in for tests (s3rver), from the npm registry, kept inside the repo's tests/.
+# The S3 stand-in for tests (s3rver, the version pinned in tests/package.json and
+# its lock file), from the npm registry, kept inside the repo's tests/ (git-ignored).
 here="$(cd "$(dirname "$0")/.." && pwd)"
-if [ -f "$here/tests/package.json" ] && [ ! -d "$here/tests/node_modules" ]; then
-    (cd "$here/tests" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+if [ -f "$here/tests/package.json" ]; then
+    want="$(sed -n 's/.*"s3rver": *"\([^"]*\)".*/\1/p' "$here/tests/package.json")"
+    have=""
+    if [ -f "$here/tests/node_modules/s3rver/package.json" ]; then
+        have="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' \
+                    "$here/tests/node_modules/s3rver/package.json" | head -n 1)"
+    fi
+    if [ "$want" != "$have" ]; then
+        echo "setup: installing s3rver $want into tests/node_modules"
+        (cd "$here/tests" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
 fi
 echo "setup: dependencies present"

@@ -67,7 +67,7 @@ class Daemon:
         self.args = list(args)
         self.env = dict(os.environ)
         for key in list(self.env):
-            if key.startswith("COMET_") or key.startswith("FERRY_"):
+            if key.startswith(("COMET_", "FERRY_", "AWS_")):
                 if key not in ("FERRY_BUILD_DIR", "FERRY_SOURCE_DIR"):
                     del self.env[key]
         self.env["HOME"] = root  # no ~/.comet.config of the user's leaks in

@@ -323,8 +323,11 @@ static void sink_finished(struct backend_sink *sink, struct job *job,
         nfinished++;
 }
 
-static struct backend_sink sink = {sink_registered, sink_created, sink_asset_done, sink_sent,
-                                   sink_finished};
+static struct backend_sink sink = {.registered = sink_registered,
+                                   .created = sink_created,
+                                   .asset_done = sink_asset_done,
+                                   .sent = sink_sent,
+                                   .finished = sink_finished};
 
 /* The events of job `id` as a string: "RCAAAF". */
 static const char *events_of(int64_t id)

@@ -89,8 +89,11 @@ static void sink_finished(struct backend_sink *sink, struct job *job,
         nfinished++;
 }
 
-static struct backend_sink sink = {sink_registered, sink_created, sink_asset_done, sink_sent,
-                                   sink_finished};
+static struct backend_sink sink = {.registered = sink_registered,
+                                   .created = sink_created,
+                                   .asset_done = sink_asset_done,
+                                   .sent = sink_sent,
+                                   .finished = sink_finished};
 
 /* The finished event of job `id`, or NULL. */
 static const struct backend_result *result_of(int64_t id)

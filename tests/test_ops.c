@@ -750,7 +750,7 @@ static void test_wait(void)
         snprintf(req, sizeof(req), "{\"id\":2,\"op\":\"wait\",\"jobs\":[%lld],\"timeout_ms\":50}",
                  (long long)a);
         r = testpeer_call(&p, req);
-        CHECK_STR(keys_of(r), "id,ok,drained,pending,failed");
+        CHECK_STR(keys_of(r), "id,ok,drained,pending,failed,warnings");
         CHECK(cJSON_IsFalse(cJSON_GetObjectItem(r, "drained")));
         CHECK_INT(num(r, "pending"), 1);
         CHECK_INT(num(r, "failed"), 0);

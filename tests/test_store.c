@@ -31,6 +31,7 @@
 #include "log.h"
 #include "recovery.h"
 #include "spool.h"
+#include "sqlutil.h"
 #include "util.h"
 
 extern const char schema_sql[]; /* generated from daemon/schema.sql */
@@ -72,18 +73,18 @@ static struct store *open_store(const char *name)
         return st;
 }
 
-/* The highest N of the "-- migration: N" lines: the schema version this code writes. */
+/* The highest N of the "-- migration: N" lines (numbers may have gaps): the version written. */
 static int schema_version(void)
 {
-        char mark[64];
+        const char *p = schema_sql;
         int n = 0;
 
-        for (;;) {
-                snprintf(mark, sizeof(mark), "\n-- migration: %d\n", n + 1);
-                if (strstr(schema_sql, mark) == NULL)
-                        return n;
-                n++;
+        while ((p = strstr(p, "\n-- migration: ")) != NULL) {
+                p += strlen("\n-- migration: ");
+                if (atoi(p) > n)
+                        n = atoi(p);
         }
+        return n;
 }
 
 /* The SQL of migration n as embedded in ferryd (caller frees), or NULL. */
@@ -696,7 +697,7 @@ static void test_migrate_from_1(void)
                 fprintf(stderr, "migration: %s\n", err);
                 return;
         }
-        CHECK_INT(query_int(db, "PRAGMA user_version"), 3);
+        CHECK_INT(query_int(db, "PRAGMA user_version"), schema_version());
         CHECK_STR(store_instance(st), INSTANCE1);
         /* Versions logged before keep the origin they had. */
         CHECK_STR(
@@ -2286,6 +2287,93 @@ out:
         CHECK_INT(uv_loop_close(&loop), 0);
 }
 
+/* A listing replaces one asset by several, in its place; later assets move up. */
+static void test_asset_expand(void)
+{
+        struct store *st = open_store("expand.db");
+        struct job_asset repl[3];
+        struct job *job = NULL;
+        char *name = NULL, *warning = NULL;
+        cJSON *w;
+        int64_t id;
+        int i;
+
+        if (st == NULL)
+                return;
+        CHECK_INT(store_experiment_insert(st, KEY1, "ws", "proj", "run"), 0);
+        id = add_job(st, "ws", "synced", NULL, NULL, 10, SPOOL1);
+        CHECK_INT(store_job_load(st, id, &job), 0);
+        job_free(job);
+        job = NULL;
+        /* Add a second asset after the file: a placeholder to list, at index 1; then one more. */
+        CHECK_INT(exec_sql(tmp_path("expand.db"),
+                           "INSERT INTO assets(job, idx, logical_path, remote, uri, asset_id, "
+                           "sync_max, sync_under) VALUES (1, 1, 'data', 1, 's3://b/data', 'x', "
+                           "7, 'under')"),
+                  0);
+        CHECK_INT(exec_sql(tmp_path("expand.db"),
+                           "INSERT INTO assets(job, idx, logical_path, remote, uri, asset_id) "
+                           "VALUES (1, 2, 'last', 1, 'gs://b/last', 'y')"),
+                  0);
+        CHECK_INT(store_job_load(st, id, &job), 0);
+        CHECK(job != NULL && job->nassets == 3);
+        if (job != NULL && job->nassets == 3) {
+                CHECK_INT(job->assets[1].sync_max, 7);
+                CHECK_STR(job->assets[1].sync_under, "under");
+                CHECK_INT(job->assets[2].sync_max, 0);
+        }
+        job_free(job);
+        job = NULL;
+        memset(repl, 0, sizeof(repl));
+        for (i = 0; i < 3; i++) {
+                static const char *const lps[] = {"under/a", "under/b", "under/c/d"};
+
+                repl[i].logical_path = (char *)lps[i];
+                repl[i].remote = true;
+                repl[i].uri = "s3://b/data/x";
+                repl[i].size = i;
+                snprintf(repl[i].asset_id, sizeof(repl[i].asset_id), "id%d", i);
+        }
+        CHECK_INT(store_begin(st), 0);
+        CHECK_INT(store_asset_expand(st, id, 1, repl, 3, NULL), 0);
+        CHECK_INT(store_commit(st), 0);
+        CHECK_INT(store_job_load(st, id, &job), 0);
+        CHECK(job != NULL && job->nassets == 5);
+        if (job != NULL && job->nassets == 5) {
+                CHECK_STR(job->assets[0].logical_path, "file.bin");
+                CHECK_STR(job->assets[1].logical_path, "under/a");
+                CHECK_STR(job->assets[3].logical_path, "under/c/d");
+                CHECK_INT(job->assets[3].size, 2);
+                CHECK_INT(job->assets[3].sync_max, 0);
+                CHECK_STR(job->assets[4].logical_path, "last");
+                for (i = 0; i < 5; i++)
+                        CHECK_INT(job->assets[i].idx, i);
+        }
+        job_free(job);
+        job = NULL;
+        CHECK_INT(query_int(tmp_path("expand.db"), "SELECT nassets FROM jobs WHERE id = 1"),
+                  1 + 2); /* the two rows added by hand above did not count */
+        /* A fallback: one asset for one, and a warning the job keeps (lines added up). */
+        CHECK_INT(store_begin(st), 0);
+        CHECK_INT(store_asset_expand(st, id, 4, &repl[0], 1, "first warning"), 0);
+        CHECK_INT(store_asset_expand(st, id, 4, &repl[1], 1, "second warning"), 0);
+        CHECK_INT(store_asset_expand(st, id, 0, repl, 0, NULL), FERRY_EINVAL);
+        CHECK_INT(store_commit(st), 0);
+        CHECK_INT(store_job_warning(st, id, &name, &warning), 0);
+        CHECK_STR(name, "synced");
+        CHECK_STR(warning, "first warning\nsecond warning");
+        free(name);
+        free(warning);
+        CHECK_INT(store_job_warning(st, 999, &name, &warning), FERRY_ENOTFOUND);
+        w = store_warnings(st, 10, 0);
+        CHECK_INT(cJSON_GetArraySize(w), 1);
+        cJSON_Delete(w);
+        w = store_warnings(st, 10, util_now_ms() + 60000);
+        CHECK_INT(cJSON_GetArraySize(w), 0);
+        cJSON_Delete(w);
+        store_close(st);
+}
+
 int main(void)
 {
         int fds;
@@ -2306,6 +2394,7 @@ int main(void)
         fds = count_fds();
         test_open_and_versions();
         test_migrate_from_1();
+        test_asset_expand();
         test_check_damage();
         test_experiments_and_transactions();
         test_job_round_trip();

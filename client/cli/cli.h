@@ -37,6 +37,8 @@
         XX(TAG, "tag", 1)                                                                          \
         XX(METADATA, "metadata", 1)                                                                \
         XX(REMOTE, "remote", 1)                                                                    \
+        XX(NO_SYNC, "no-sync", 0)                                                                  \
+        XX(MAX_SYNCED, "max-synced-objects", 1)                                                    \
         XX(LOGICAL_PATH, "logical-path", 1)                                                        \
         XX(EXPERIMENT, "experiment", 1)                                                            \
         XX(WORKSPACE, "workspace", 1)                                                              \
@@ -150,6 +152,8 @@ const char *fmt_time(char *buf, size_t len, long long ms);
 const char *fmt_limit(char *buf, size_t len, int ms);
 long long wall_ms(void);
 long long mono_ms(void);
+/* Print a reply's "warnings" (strings, or {"job", "name", "message"}) to stderr. */
+void print_warnings(const cJSON *rep);
 /* Join the strings of a JSON array with ", "; "-" when empty (caller frees). */
 char *join_strings(const cJSON *arr);
 

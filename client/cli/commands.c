@@ -36,6 +36,7 @@ static int log_check(struct run *r)
         const char *name = r->argv[0], *logical = args_get(r, OPT_LOGICAL_PATH);
         const char **list;
         struct log_state *st;
+        long long max_synced = 10000;
         size_t n, i;
         int rc, npaths = r->argc - 1;
 
@@ -50,6 +51,14 @@ static int log_check(struct run *r)
                              args_get(r, OPT_TIMEOUT));
         if (args_has(r, OPT_TIMEOUT) && !args_has(r, OPT_WAIT))
                 return usage(r->cmd, "--timeout applies to --wait");
+        if (args_has(r, OPT_MAX_SYNCED) &&
+            parse_count(args_get(r, OPT_MAX_SYNCED), 1, FERRY_MAX_SYNCED_OBJECTS, &max_synced) != 0)
+                return usage(r->cmd, "--max-synced-objects wants 1 to %d, not \"%s\"",
+                             FERRY_MAX_SYNCED_OBJECTS, args_get(r, OPT_MAX_SYNCED));
+        if ((args_has(r, OPT_NO_SYNC) || args_has(r, OPT_MAX_SYNCED)) && !args_has(r, OPT_REMOTE))
+                return usage(r->cmd, "--no-sync and --max-synced-objects apply to --remote");
+        if (args_has(r, OPT_NO_SYNC) && args_has(r, OPT_MAX_SYNCED))
+                return usage(r->cmd, "--max-synced-objects applies when syncing; drop --no-sync");
         st = r->data = xnomem(calloc(1, sizeof(*st)));
         st->job = -1;
         rc = ferry_artifact_new(&st->artifact, name, args_get(r, OPT_TYPE));
@@ -67,7 +76,8 @@ static int log_check(struct run *r)
                 rc = ferry_artifact_add_file(st->artifact, r->argv[i], logical, 0, NULL);
         list = args_all(r, OPT_REMOTE, &n);
         for (i = 0; rc == 0 && i < n; i++)
-                rc = ferry_artifact_add_remote(st->artifact, list[i], NULL, 0, NULL);
+                rc = ferry_artifact_add_remote_sync(st->artifact, list[i], NULL, 0, NULL,
+                                                    args_has(r, OPT_NO_SYNC) ? 0 : max_synced);
         if (rc != 0) {
                 rc = fail_artifact(st->artifact, rc);
                 ferry_artifact_free(st->artifact);
@@ -128,10 +138,13 @@ static int log_call(struct run *r, struct ferry_client *c, char **reply)
 
 static void log_print(struct run *r, const cJSON *rep)
 {
-        if (args_has(r, OPT_WAIT))
+        if (args_has(r, OPT_WAIT)) {
                 printf("job %lld delivered\n", jint(rep, "job", -1));
-        else
+                fflush(stdout);
+                print_warnings(cJSON_GetObjectItemCaseSensitive(rep, "wait"));
+        } else {
                 log_print_logged(r, rep);
+        }
 }
 
 /* The error of failed job `job` from `ls --failed`, or NULL (caller frees with cJSON_Delete). */
@@ -642,10 +655,18 @@ static void get_print(struct run *r, const cJSON *v)
                 cJSON_ArrayForEach(it, assets)
                 {
                         bool remote = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "remote"));
+                        const cJSON *am = cJSON_GetObjectItemCaseSensitive(it, "metadata");
+                        bool synced =
+                            remote && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(am, "synced"));
 
-                        fmt_bytes(size, sizeof(size), (double)jint(it, "size", 0));
-                        table_add(&tab, jstr(it, "logical_path"), remote ? "-" : size,
-                                  remote ? "remote" : "file", jstr(it, "link"));
+                        fmt_bytes(
+                            size, sizeof(size),
+                            (double)(synced ? jint(am, "file_size", 0) : jint(it, "size", 0)));
+                        table_add(&tab, jstr(it, "logical_path"), remote && !synced ? "-" : size,
+                                  synced   ? "synced"
+                                  : remote ? "remote"
+                                           : "file",
+                                  jstr(it, "link"));
                 }
                 table_print(&tab, "  ");
                 table_free(&tab);
@@ -653,6 +674,8 @@ static void get_print(struct run *r, const cJSON *v)
         cJSON_free(m);
         free(tags);
         free(aliases);
+        fflush(stdout);
+        print_warnings(v);
 }
 
 /* ---- download ---- */
@@ -809,7 +832,11 @@ const struct command commands[] = {
      "  --alias A           an alias; repeatable\n"
      "  --tag T             a version tag; repeatable\n"
      "  --metadata JSON     version metadata, a JSON object\n"
-     "  --remote URI        a remote asset (recorded, not uploaded); repeatable\n"
+     "  --remote URI        a remote asset (recorded, not uploaded); repeatable. ferryd\n"
+     "                      lists an s3:// URI and records each object under it\n"
+     "  --no-sync           record each --remote URI as one remote asset, unlisted\n"
+     "  --max-synced-objects N  at most N objects per s3:// URI (default 10000); more\n"
+     "                      records the URI as one unsynced remote asset\n"
      "  --logical-path P    the name of the one file PATH, or the prefix of the one\n"
      "                      directory PATH\n"
      "  --experiment KEY    log into this experiment (see `ferry experiment`)\n"
@@ -818,8 +845,9 @@ const struct command commands[] = {
      "  --wait              wait until the version is delivered; exit 1 if it fails\n"
      "  --timeout SECONDS   give up waiting after this long (with --wait)\n"
      "  --json              print the reply as JSON\n",
-     OPTIONS(OPT_TYPE, OPT_VERSION, OPT_ALIAS, OPT_TAG, OPT_METADATA, OPT_REMOTE, OPT_LOGICAL_PATH,
-             OPT_EXPERIMENT, OPT_WORKSPACE, OPT_PROJECT, OPT_WAIT, OPT_TIMEOUT, ),
+     OPTIONS(OPT_TYPE, OPT_VERSION, OPT_ALIAS, OPT_TAG, OPT_METADATA, OPT_REMOTE, OPT_NO_SYNC,
+             OPT_MAX_SYNCED, OPT_LOGICAL_PATH, OPT_EXPERIMENT, OPT_WORKSPACE, OPT_PROJECT, OPT_WAIT,
+             OPT_TIMEOUT, ),
      1, -1, "the artifact NAME is missing", CMD_CONNECT | CMD_JSON, log_check, log_call, log_print,
      log_failed},
     {"status", "[--json]", "queue counts, bytes, rate, online/offline, last error, failed items",

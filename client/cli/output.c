@@ -173,6 +173,24 @@ long long mono_ms(void)
         return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void print_warnings(const cJSON *rep)
+{
+        const cJSON *it;
+
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(rep, "warnings"))
+        {
+                const char *m = cJSON_IsString(it) ? it->valuestring : jstr(it, "message");
+                const char *p;
+
+                if (m == NULL)
+                        continue;
+                /* One line per warning: a version may carry several. */
+                for (; (p = strchr(m, '\n')) != NULL; m = p + 1)
+                        fprintf(stderr, "ferry: warning: %.*s\n", (int)(p - m), m);
+                fprintf(stderr, "ferry: warning: %s\n", m);
+        }
+}
+
 char *join_strings(const cJSON *arr)
 {
         const cJSON *it;

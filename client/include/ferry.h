@@ -122,6 +122,24 @@ int ferry_artifact_add_file(struct ferry_artifact *artifact, const char *path,
  */
 int ferry_artifact_add_remote(struct ferry_artifact *artifact, const char *uri,
                               const char *logical_path, int overwrite, const char *metadata_json);
+
+/* The most objects one synced URI may become (a version holds at most 100000 assets). */
+#define FERRY_MAX_SYNCED_OBJECTS 100000
+
+/*
+ * Add a remote asset as Comet's add_remote(sync_mode=True) does: an s3://
+ * URI is listed by ferryd as the first step of the version's delivery (with
+ * ferryd's AWS credentials, see README), and each object under it becomes
+ * one remote asset with its ETag, size and version (logical paths: the keys
+ * below the prefix, under `logical_path` when given). More than
+ * `max_synced_objects` (1..FERRY_MAX_SYNCED_OBJECTS) objects, or a listing
+ * that fails for good, leaves one remote asset for the URI with "synced":
+ * false and "error_message" in its metadata, and a warning on the version.
+ * `max_synced_objects` 0, or a URI that is not s3://, is ferry_artifact_add_remote().
+ */
+int ferry_artifact_add_remote_sync(struct ferry_artifact *artifact, const char *uri,
+                                   const char *logical_path, int overwrite,
+                                   const char *metadata_json, int64_t max_synced_objects);
 /*
  * Add the regular file open as `fd` (the artifact keeps its own duplicate;
  * the caller may close `fd`). Its bytes are read from offset 0 when the

@@ -1,13 +1,13 @@
-# Coverage-guided fuzzing of the wire protocol with libFuzzer (tests/fuzz/README.md):
-# fuzz_frame (the frame reader) and fuzz_request (the request decoder, the field
-# getters and the value rules). gcc has no libFuzzer, so the targets are built by
+# Coverage-guided fuzzing with libFuzzer (tests/fuzz/README.md): fuzz_frame (the
+# frame reader), fuzz_request (the request decoder, the field getters and the value
+# rules) and fuzz_s3xml (the parser of S3's XML answers, daemon/s3xml.c). gcc has no libFuzzer, so the targets are built by
 # clang whatever compiler builds the rest; each test replays the seed corpus and
 # the regressions, then fuzzes for FERRY_FUZZ_SECONDS. scripts/fuzz.sh runs longer.
 set(FERRY_FUZZ_SECONDS 20 CACHE STRING "Seconds each fuzz target fuzzes under ctest (0: replay only)")
 
 set(FERRY_FUZZ_SRC ${PROJECT_SOURCE_DIR}/tests/fuzz)
 set(FERRY_FUZZ_DIR ${PROJECT_BINARY_DIR}/fuzz)
-set(FERRY_FUZZ_TARGETS fuzz_frame fuzz_request)
+set(FERRY_FUZZ_TARGETS fuzz_frame fuzz_request fuzz_s3xml)
 set(FERRY_FUZZ_FLAGS -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined
     -fno-sanitize-recover=all -fno-omit-frame-pointer
     -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -47,7 +47,7 @@ else()
 endif()
 
 if(ferry_fuzz_skip)
-  message(STATUS "fuzz: skipping the libFuzzer tests fuzz_frame and fuzz_request: ${ferry_fuzz_skip}")
+  message(STATUS "fuzz: skipping the libFuzzer tests ${FERRY_FUZZ_TARGETS}: ${ferry_fuzz_skip}")
   return()
 endif()
 message(STATUS "fuzz: libFuzzer targets built with ${FERRY_FUZZ_CC}; "
@@ -73,11 +73,25 @@ file(GLOB ferry_fuzz_headers CONFIGURE_DEPENDS ${FERRY_FUZZ_SRC}/*.h ${ferry_fuz
 set(ferry_fuzz_outputs "")
 foreach(target ${FERRY_FUZZ_TARGETS})
   set(out ${FERRY_FUZZ_DIR}/${target})
+  if(target STREQUAL "fuzz_s3xml")
+    # The S3 answer parser: one daemon source and expat.
+    set(target_sources ${PROJECT_SOURCE_DIR}/daemon/s3xml.c)
+    set(target_flags -I${FERRY_FUZZ_SRC} -I${PROJECT_SOURCE_DIR}/daemon)
+    foreach(dir ${EXPAT_INCLUDE_DIRS})
+      list(APPEND target_flags -I${dir})
+    endforeach()
+    set(target_libs ${EXPAT_LINK_LIBRARIES})
+  else()
+    set(target_sources ${ferry_fuzz_sources})
+    set(target_flags ${ferry_fuzz_includes})
+    set(target_libs ${CJSON_LINK_LIBRARIES})
+  endif()
   add_custom_command(
     OUTPUT ${out}
-    COMMAND ${FERRY_FUZZ_CC} ${FERRY_FUZZ_FLAGS} ${ferry_fuzz_includes}
-            ${FERRY_FUZZ_SRC}/${target}.c ${ferry_fuzz_sources} ${CJSON_LINK_LIBRARIES} -o ${out}
-    DEPENDS ${FERRY_FUZZ_SRC}/${target}.c ${ferry_fuzz_sources} ${ferry_fuzz_headers}
+    COMMAND ${FERRY_FUZZ_CC} ${FERRY_FUZZ_FLAGS} ${target_flags}
+            ${FERRY_FUZZ_SRC}/${target}.c ${target_sources} ${target_libs} -o ${out}
+    DEPENDS ${FERRY_FUZZ_SRC}/${target}.c ${target_sources} ${ferry_fuzz_headers}
+            ${PROJECT_SOURCE_DIR}/daemon/s3xml.h
     COMMENT "Building libFuzzer target ${target} with clang"
     VERBATIM)
   list(APPEND ferry_fuzz_outputs ${out})

@@ -93,6 +93,7 @@ def _declare(lib):
         "ferry_artifact_set_metadata": (i, [vp, cp]),
         "ferry_artifact_add_file": (i, [vp, cp, cp, i, cp]),
         "ferry_artifact_add_remote": (i, [vp, cp, cp, i, cp]),
+        "ferry_artifact_add_remote_sync": (i, [vp, cp, cp, i, cp, ctypes.c_int64]),
         "ferry_artifact_add_fd": (i, [vp, i, cp, i, cp]),
         "ferry_artifact_to_json": (i, [vp, pvp]),
     }
@@ -381,6 +382,11 @@ class ArtifactBuilder:
     def add_remote(self, uri, logical_path, overwrite, metadata_json):
         self._check(self.lib.ferry_artifact_add_remote(
             self.ptr, _enc(uri), _enc(logical_path), 1 if overwrite else 0, _enc(metadata_json)))
+
+    def add_remote_sync(self, uri, logical_path, overwrite, metadata_json, max_synced_objects):
+        self._check(self.lib.ferry_artifact_add_remote_sync(
+            self.ptr, _enc(uri), _enc(logical_path), 1 if overwrite else 0, _enc(metadata_json),
+            max_synced_objects))
 
     def add_fd(self, fd, logical_path, overwrite, metadata_json):
         """The artifact keeps its own duplicate of `fd`."""

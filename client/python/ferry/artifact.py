@@ -20,10 +20,11 @@ import io
 import json
 import os
 import tempfile
-import warnings
 
 from . import _native
 from .errors import ConflictError, FerryError, InvalidArgumentError, LocalFileNotFoundError
+
+_MAX_SYNCED_OBJECTS = 100000  # FERRY_MAX_SYNCED_OBJECTS: a version holds at most 100000 assets
 
 __all__ = ["Artifact", "ArtifactAsset"]
 
@@ -62,7 +63,7 @@ class _Asset:
     """Internal: how one logical path will be sent in artifact.log."""
 
     __slots__ = ("logical_path", "kind", "value", "obj", "start", "size", "metadata",
-                 "asset_type", "tmp")
+                 "asset_type", "tmp", "sync_max", "sync_prefix")
 
     def __init__(self, logical_path, kind, value=None, obj=None, start=None, size=None,
                  metadata=None, asset_type="asset"):
@@ -75,6 +76,8 @@ class _Asset:
         self.metadata = metadata
         self.asset_type = asset_type
         self.tmp = None         # "data": the temporary file holding it
+        self.sync_max = 0       # "remote": > 0 asks ferryd to list the s3:// URI (at most this many)
+        self.sync_prefix = None  # "remote" with sync: the logical_path the caller gave, or None
 
     def public(self):
         if self.kind == "remote":
@@ -89,6 +92,9 @@ class _Asset:
         meta_json = _metadata_json(self.metadata, "asset metadata")
         if self.kind == "file":
             builder.add_file(self.value, self.logical_path, True, meta_json)
+        elif self.kind == "remote" and self.sync_max:
+            # Without a logical_path of the caller's the listed objects sit at the root.
+            builder.add_remote_sync(self.value, self.sync_prefix, True, meta_json, self.sync_max)
         elif self.kind == "remote":
             builder.add_remote(self.value, self.logical_path, True, meta_json)
         else:
@@ -321,23 +327,40 @@ class Artifact:
         """Add a remote asset: the URI is recorded, not uploaded.
 
         The logical path defaults to the URI's last path segment, or
-        ``"remote"``. The binding does not list object stores: an ``s3://``
-        or ``gs://`` prefix is recorded as one remote asset whatever
-        `sync_mode` says (`sync_mode` and `max_synced_objects` are accepted
-        for compatibility with Comet's SDK).
+        ``"remote"``. With `sync_mode` (the default) an ``s3://`` URI is
+        listed by ferryd when the version is delivered, as Comet's SDK does:
+        each object under it becomes one remote asset (logical paths: the
+        keys below the prefix, under `logical_path` when given) with
+        ``s3_platform``, ``synced``, ``checksum`` (the ETag), ``file_size``,
+        ``s3_path`` and, in versioned buckets, ``version_id`` in its metadata.
+        More than `max_synced_objects` objects, or a listing that fails for
+        good, leaves one remote asset with ``"synced": False`` and
+        ``error_message``; ``wait()`` logs that warning. ferryd lists with
+        its own AWS credentials (its environment, its user's ``~/.aws``).
+        Other schemes (``gs://``, ``https://``) are recorded as they are.
         """
         _check_str(uri, "uri")
         _check_str(logical_path, "logical_path")
         _check_str(asset_type, "asset_type")
         meta_json = _metadata_json(metadata, "asset metadata")
-        if sync_mode and uri and uri.split("://", 1)[0].lower() in ("s3", "gs"):
-            warnings.warn("ferry records %s as one remote asset; it does not list the objects "
-                          "under it (sync_mode)" % uri, stacklevel=2)
+        sync = bool(sync_mode) and uri is not None and uri[:5].lower() == "s3://"
+        if sync and (isinstance(max_synced_objects, bool) or
+                     not isinstance(max_synced_objects, int) or
+                     not 1 <= max_synced_objects <= _MAX_SYNCED_OBJECTS):
+            raise InvalidArgumentError("max_synced_objects must be an int from 1 to %d"
+                                       % _MAX_SYNCED_OBJECTS)
         with self._builder() as b:
-            b.add_remote(uri, logical_path, True, meta_json)
+            if sync:
+                b.add_remote_sync(uri, logical_path, True, meta_json, max_synced_objects)
+            else:
+                b.add_remote(uri, logical_path, True, meta_json)
             entry = b.to_dict()["assets"][0]
-        self._merge([_Asset(entry["logical_path"], "remote", value=uri, size=0, metadata=metadata,
-                            asset_type=asset_type or "asset")], overwrite)
+        asset = _Asset(entry["logical_path"], "remote", value=uri, size=0, metadata=metadata,
+                       asset_type=asset_type or "asset")
+        if sync:
+            asset.sync_max = max_synced_objects
+            asset.sync_prefix = logical_path
+        self._merge([asset], overwrite)
         return None
 
     # ---- logging ----------------------------------------------------------

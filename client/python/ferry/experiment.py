@@ -5,6 +5,7 @@ made; ``log_artifact`` returns as soon as ferryd has committed the version to
 its durable queue, and uploads go on in the daemon after the process exits.
 """
 
+import logging
 import os
 
 from . import _native
@@ -14,6 +15,8 @@ from .errors import FailedError, FerryTimeoutError, InvalidArgumentError, NotRea
 __all__ = ["Experiment", "ExistingExperiment", "LoggedArtifact", "LoggedArtifactAsset"]
 
 KEY_ENV = ("FERRY_EXPERIMENT_KEY", "COMET_EXPERIMENT_KEY")
+
+_log = logging.getLogger("ferry")
 
 
 def _env_key():
@@ -334,7 +337,8 @@ class LoggedArtifact:
         `overwrite_strategy`: False/"FAIL" (an existing file with other content
         raises :class:`~ferry.errors.ConflictError`; an identical one is kept),
         "PRESERVE" (keep existing files), True/"OVERWRITE" (replace them).
-        Remote assets are listed on the result, not fetched.
+        Remote assets are listed on the result, not fetched, except synced S3
+        objects (``add_remote`` with ``sync_mode``), which ferryd fetches.
         """
         mode = _overwrite_mode(overwrite_strategy)
         directory = os.path.abspath(os.fspath(path) if path is not None else os.getcwd())
@@ -347,7 +351,8 @@ class LoggedArtifact:
         result = Artifact(self.name, self.artifact_type)
         placed = {f["logical_path"]: f for f in reply.get("files", [])}
         for a in self.assets:
-            if a.remote:
+            # Synced S3 objects were fetched and placed like files; other remote ones skipped.
+            if a.remote and placed.get(a.logical_path, {}).get("action", "skipped") == "skipped":
                 result._assets[a.logical_path] = _Asset(a.logical_path, "remote", value=a.link,
                                                         size=0, metadata=a.metadata)
             else:
@@ -390,6 +395,10 @@ def wait(jobs=None, timeout=None):
     if timeout is not None:
         args["timeout_ms"] = max(1, int(timeout * 1000))
     reply = _native.request("wait", args, timeout_ms=0)
+    for w in reply.get("warnings") or ():
+        # e.g. an S3 listing that fell back to one unsynced remote asset
+        for line in str(w.get("message", "")).splitlines():
+            _log.warning("%s (job %s): %s", w.get("name"), w.get("job"), line)
     if not reply.get("drained"):
         raise FerryTimeoutError("%d job%s still queued or running after %g s"
                                 % (reply.get("pending", 0),
