@@ -96,22 +96,22 @@ static struct backend_sink sink = {.registered = sink_registered,
                                    .finished = sink_finished};
 
 /* The finished event of job `id`, or NULL. */
+/* The finished event's result of job `id`; an empty one (no outcome, no strings) if none. */
 static const struct backend_result *result_of(int64_t id)
 {
+        static const struct backend_result none = {.outcome = -1};
         int i;
 
         for (i = 0; i < nevents; i++)
                 if (events[i].kind == 'F' && events[i].job == id)
                         return &events[i].result;
-        return NULL;
+        return &none;
 }
 
 /* The outcome job `id` finished with, or -1. */
 static int outcome_of(int64_t id)
 {
-        const struct backend_result *r = result_of(id);
-
-        return r ? (int)r->outcome : -1;
+        return (int)result_of(id)->outcome;
 }
 
 /* Position of the first event `kind` of job `id`, or -1. */
