@@ -246,12 +246,16 @@ class NginxSink:
         """Requests of `path` answered 200 since a mark (cheap enough to poll)."""
         needle = (" 200 POST %s " % path).encode() if path != ALIVE else \
             (" 200 GET %s " % path).encode()
-        n = 0
+        n, tail = 0, b""
         with open(self.access_log, "rb") as f:
             f.seek(since)
             for chunk in iter(lambda: f.read(4 * MiB), b""):
-                n += chunk.count(needle)
-        return n
+                # Whole lines only: a line cut by the chunk boundary is counted with the next.
+                data = tail + chunk
+                cut = data.rfind(b"\n") + 1
+                n += data[:cut].count(needle)
+                tail = data[cut:]
+        return n + tail.count(needle)
 
     def settle(self, since=0, states=None, uploads=None, timeout=5.0):
         """Entries after `since`, once the expected counts are logged (or `timeout` s).
